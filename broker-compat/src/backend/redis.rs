@@ -1,0 +1,1 @@
+//! Redis result backend: `celery-task-meta-<id>` SETEX + PUBLISH (spec §4.2).

@@ -1,0 +1,1 @@
+//! Remote control (pidbox): receive broadcast commands, send replies (spec §6).

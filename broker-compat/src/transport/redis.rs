@@ -1,0 +1,1 @@
+//! Redis transport, kombu layout (spec §2).
