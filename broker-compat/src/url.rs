@@ -38,7 +38,7 @@ mod tests {
         assert_eq!(mask_password("redis://localhost/1"), "redis://localhost/1");
         assert_eq!(
             mask_password("db+postgresql://u:p w@h/db"),
-            "db+postgresql://****@h/db"
+            "db+postgresql://u:****@h/db"
         );
     }
 }
