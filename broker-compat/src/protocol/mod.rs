@@ -7,8 +7,11 @@
 //!
 //! Spec: `shared/spec/celery-wire.md` §1.
 
+pub mod envelope;
 pub mod pyjson;
 pub mod time;
+
+pub use envelope::{decode_envelope, encode_envelope, mark_redelivered, Envelope};
 
 use serde_json::{Map, Value};
 
