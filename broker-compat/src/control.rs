@@ -1,1 +1,0 @@
-//! Remote control (pidbox): receive broadcast commands, send replies (spec §6).

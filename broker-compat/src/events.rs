@@ -1,1 +1,0 @@
-//! celeryev events: worker-* and task-* events, Lamport clock, task.multi batches (spec §5).

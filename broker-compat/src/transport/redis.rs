@@ -1,1 +1,0 @@
-//! Redis transport, kombu layout (spec §2).
