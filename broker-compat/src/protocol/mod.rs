@@ -8,6 +8,7 @@
 //! Spec: `shared/spec/celery-wire.md` §1.
 
 pub mod envelope;
+pub mod kombu_json;
 pub mod pyjson;
 pub mod time;
 
