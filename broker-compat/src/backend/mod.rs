@@ -5,10 +5,12 @@
 pub mod database;
 pub mod meta;
 pub mod redis;
+pub mod url;
 
 use async_trait::async_trait;
 
 pub use meta::{ExceptionInfo, ExtendedMeta, TaskResult, TaskState};
+pub use url::{connect, BackendOptions};
 
 use crate::Result;
 

@@ -1,1 +1,0 @@
-//! Database result backend (`celery_taskmeta`) via sqlx (spec §4.3).
