@@ -1,1 +1,0 @@
-//! AMQP 0-9-1 transport via lapin, as kombu/py-amqp declare and consume (spec §3).
