@@ -1,0 +1,46 @@
+//! Client-side QoS, as kombu's `virtual.QoS.can_consume`: no new pop while
+//! `delivered - settled >= prefetch` (0 = unlimited).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use tokio::sync::Notify;
+
+#[derive(Debug, Default)]
+pub(crate) struct Qos {
+    prefetch: AtomicU32,
+    in_flight: AtomicU64,
+    /// Woken when a slot frees up or the limit changes.
+    pub(crate) changed: Notify,
+}
+
+impl Qos {
+    pub(crate) fn new(prefetch: u16) -> Self {
+        let q = Qos::default();
+        q.prefetch.store(prefetch.into(), Ordering::SeqCst);
+        q
+    }
+
+    pub(crate) fn can_consume(&self) -> bool {
+        let p = u64::from(self.prefetch.load(Ordering::SeqCst));
+        p == 0 || self.in_flight.load(Ordering::SeqCst) < p
+    }
+
+    pub(crate) fn set_prefetch(&self, prefetch: u16) {
+        self.prefetch.store(prefetch.into(), Ordering::SeqCst);
+        self.changed.notify_one();
+    }
+
+    pub(crate) fn delivered(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn settled(&self) {
+        // Saturating: a settle can never make the count wrap.
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_sub(1))
+            });
+        self.changed.notify_one();
+    }
+}
