@@ -13,7 +13,7 @@ use super::reply::ControlReply;
 use super::request::{ControlRequest, ReplyTo};
 use super::{PIDBOX_EXCHANGE, QUEUE_EXPIRES, QUEUE_TTL, REPLY_EXCHANGE};
 use crate::events::LamportClock;
-use crate::protocol::{Message, Properties};
+use crate::protocol::Message;
 use crate::transport::{Consumer, ExchangeType, QueueSpec, Route, Transport};
 use crate::Result;
 
@@ -89,7 +89,13 @@ impl ControlClient {
         timeout: Duration,
         limit: Option<usize>,
     ) -> Result<Vec<ControlReply>> {
-        let limit = limit.or_else(|| request.destination.as_ref().map(Vec::len).filter(|n| *n > 0));
+        let limit = limit.or_else(|| {
+            request
+                .destination
+                .as_ref()
+                .map(Vec::len)
+                .filter(|n| *n > 0)
+        });
         request.ticket = None;
         request.reply_to = None;
         if reply {
@@ -105,35 +111,12 @@ impl ControlClient {
             exchange_type: ExchangeType::Fanout,
             routing_key: String::new(),
         };
-        let message = self.request_message(&request, timeout);
+        let expires = (!timeout.is_zero()).then(|| now() + timeout.as_secs_f64());
+        let message = request.to_message(self.clock.forward(), expires);
         self.transport.publish(&route, &message).await?;
         match request.ticket {
             Some(ticket) => self.collect(&ticket, timeout, limit).await,
             None => Ok(Vec::new()),
-        }
-    }
-
-    /// The message kombu publishes: headers `{"clock", "expires"}`
-    /// (expires = now + timeout, or 0), persistent, priority 0.
-    pub fn request_message(&self, request: &ControlRequest, timeout: Duration) -> Message {
-        let mut headers = Map::new();
-        headers.insert("clock".into(), Value::from(self.clock.forward()));
-        let expires = if timeout.is_zero() {
-            Value::from(0)
-        } else {
-            Value::from(now() + timeout.as_secs_f64())
-        };
-        headers.insert("expires".into(), expires);
-        Message {
-            body: request.to_body(),
-            content_type: "application/json".into(),
-            content_encoding: "utf-8".into(),
-            headers,
-            properties: Properties {
-                delivery_mode: Some(2),
-                priority: Some(0),
-                ..Properties::default()
-            },
         }
     }
 

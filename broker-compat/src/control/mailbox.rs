@@ -1,8 +1,8 @@
 //! A node's pidbox (`kombu.pidbox.Node`): receive the control requests
 //! meant for this node and send their replies.
 
-use std::sync::Arc;
 use serde_json::Value;
+use std::sync::Arc;
 
 use super::reply::reply_message;
 use super::request::ControlRequest;

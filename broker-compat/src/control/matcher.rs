@@ -9,7 +9,10 @@ pub fn matches(matcher: &str, pattern: &str, node: &str) -> bool {
         "glob" => glob(pattern, node),
         "pcre" => pcre(pattern, node),
         other => {
-            tracing::warn!(matcher = other, "control request with an unknown matcher ignored");
+            tracing::warn!(
+                matcher = other,
+                "control request with an unknown matcher ignored"
+            );
             false
         }
     }
@@ -39,7 +42,9 @@ fn glob_at(p: &[char], t: &[char]) -> bool {
         Some('*') => (0..=t.len()).any(|skip| glob_at(&p[1..], &t[skip..])),
         Some('?') => !t.is_empty() && glob_at(&p[1..], &t[1..]),
         Some('[') => match class(&p[1..]) {
-            Some((len, hit)) => t.first().is_some_and(|&c| hit(c)) && glob_at(&p[1 + len..], &t[1..]),
+            Some((len, hit)) => {
+                t.first().is_some_and(|&c| hit(c)) && glob_at(&p[1 + len..], &t[1..])
+            }
             // An unterminated `[` is a literal, as in fnmatch.translate.
             None => t.first() == Some(&'[') && glob_at(&p[1..], &t[1..]),
         },
@@ -79,6 +84,7 @@ fn class(p: &[char]) -> Option<(usize, impl Fn(char) -> bool)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -49,7 +49,11 @@ impl ControlReply {
         };
         Ok(ControlReply {
             body,
-            ticket: message.headers.get("ticket").and_then(Value::as_str).map(str::to_owned),
+            ticket: message
+                .headers
+                .get("ticket")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             clock: message.headers.get("clock").and_then(Value::as_u64),
         })
     }
@@ -71,7 +75,10 @@ pub fn reply_message(node: &str, value: Value, ticket: Option<&str>, clock: u64)
     let mut body = Map::new();
     body.insert(node.to_owned(), value);
     let mut headers = Map::new();
-    headers.insert("ticket".into(), ticket.map(Value::from).unwrap_or(Value::Null));
+    headers.insert(
+        "ticket".into(),
+        ticket.map(Value::from).unwrap_or(Value::Null),
+    );
     headers.insert("clock".into(), Value::from(clock));
     Message {
         body: pyjson::to_vec(&body),
@@ -87,6 +94,7 @@ pub fn reply_message(node: &str, value: Value, ticket: Option<&str>, clock: u64)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -105,7 +113,10 @@ mod tests {
     fn reply_message_bytes() {
         let m = reply_message("celery@vm", ok("pong"), Some("t"), 5);
         assert_eq!(m.body, br#"{"celery@vm": {"ok": "pong"}}"#);
-        assert_eq!(pyjson::to_string(&m.headers), r#"{"ticket": "t", "clock": 5}"#);
+        assert_eq!(
+            pyjson::to_string(&m.headers),
+            r#"{"ticket": "t", "clock": 5}"#
+        );
         assert_eq!(m.properties.delivery_mode, Some(1));
     }
 }

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use super::matcher;
 use crate::error::{DecodeError, DecodeErrorKind};
-use crate::protocol::{pyjson, Message};
+use crate::protocol::{pyjson, Message, Properties};
 
 /// Where the reply goes: exchange `reply.celery.pidbox`, routing key = the
 /// client's oid.
@@ -60,8 +60,9 @@ impl ControlRequest {
             )
             .with_content_type(&message.content_type));
         }
-        let body: Value = serde_json::from_slice(&message.body)
-            .map_err(|e| DecodeError::new(DecodeErrorKind::Body, format!("control request: {e}")))?;
+        let body: Value = serde_json::from_slice(&message.body).map_err(|e| {
+            DecodeError::new(DecodeErrorKind::Body, format!("control request: {e}"))
+        })?;
         let Value::Object(body) = body else {
             return Err(shape("body is not an object"));
         };
@@ -102,7 +103,10 @@ impl ControlRequest {
         body.insert("arguments".into(), Value::Object(self.arguments.clone()));
         body.insert(
             "destination".into(),
-            self.destination.clone().map(Value::from).unwrap_or(Value::Null),
+            self.destination
+                .clone()
+                .map(Value::from)
+                .unwrap_or(Value::Null),
         );
         body.insert("pattern".into(), opt_value(&self.pattern));
         body.insert("matcher".into(), opt_value(&self.matcher));
@@ -110,10 +114,35 @@ impl ControlRequest {
             body.insert("ticket".into(), Value::from(ticket.as_str()));
             let mut rt = Map::new();
             rt.insert("exchange".into(), Value::from(reply_to.exchange.as_str()));
-            rt.insert("routing_key".into(), Value::from(reply_to.routing_key.as_str()));
+            rt.insert(
+                "routing_key".into(),
+                Value::from(reply_to.routing_key.as_str()),
+            );
             body.insert("reply_to".into(), Value::Object(rt));
         }
         pyjson::to_vec(&body)
+    }
+
+    /// The message kombu publishes: this body, headers `{"clock": clock,
+    /// "expires": expires or 0}`, persistent, priority 0, JSON.
+    pub fn to_message(&self, clock: u64, expires: Option<f64>) -> Message {
+        let mut headers = Map::new();
+        headers.insert("clock".into(), Value::from(clock));
+        headers.insert(
+            "expires".into(),
+            expires.map(Value::from).unwrap_or(Value::from(0)),
+        );
+        Message {
+            body: self.to_body(),
+            content_type: "application/json".into(),
+            content_encoding: "utf-8".into(),
+            headers,
+            properties: Properties {
+                delivery_mode: Some(2),
+                priority: Some(0),
+                ..Properties::default()
+            },
+        }
     }
 
     /// Whether `node` should act on this request (`Node.handle_message`):
@@ -179,5 +208,8 @@ fn non_empty(v: &Option<String>) -> Option<&str> {
 }
 
 fn shape(detail: &str) -> DecodeError {
-    DecodeError::new(DecodeErrorKind::BodyShape, format!("control request: {detail}"))
+    DecodeError::new(
+        DecodeErrorKind::BodyShape,
+        format!("control request: {detail}"),
+    )
 }

@@ -30,10 +30,12 @@ impl LamportClock {
         let mut current = self.value.load(Ordering::Acquire);
         loop {
             let next = current.max(other).wrapping_add(1);
-            match self
-                .value
-                .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.value.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return next,
                 Err(seen) => current = seen,
             }
@@ -46,6 +48,7 @@ impl LamportClock {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::sync::Arc;

@@ -92,7 +92,8 @@ impl EventDispatcher {
     pub async fn publish_stamped(&self, events: &[Event]) -> Result<()> {
         for chunk in events.chunks(BATCH_LIMIT) {
             let list: Vec<&Map<String, Value>> = chunk.iter().map(Event::fields).collect();
-            self.publish(MULTI_ROUTING_KEY, pyjson::to_vec(&list)).await?;
+            self.publish(MULTI_ROUTING_KEY, pyjson::to_vec(&list))
+                .await?;
         }
         Ok(())
     }

@@ -97,7 +97,10 @@ impl Event {
     }
 
     pub fn event_type(&self) -> &str {
-        self.fields.get("type").and_then(Value::as_str).unwrap_or_default()
+        self.fields
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
 
     /// The routing key Celery publishes this event with: `task-succeeded` → `task.succeeded`.
@@ -162,6 +165,7 @@ fn not_an_event(v: &Value) -> DecodeError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -188,7 +192,12 @@ mod tests {
 
     #[test]
     fn parse_accepts_object_and_list_and_rejects_others() {
-        assert_eq!(Event::parse_body(br#"{"type": "worker-online"}"#).unwrap().len(), 1);
+        assert_eq!(
+            Event::parse_body(br#"{"type": "worker-online"}"#)
+                .unwrap()
+                .len(),
+            1
+        );
         let two = Event::parse_body(br#"[{"type": "a"}, {"type": "b"}]"#).unwrap();
         assert_eq!(two[1].event_type(), "b");
         for bad in [&b"5"[..], b"[1]", b"{\"x\": 1}", b"not json"] {

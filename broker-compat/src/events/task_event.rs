@@ -88,7 +88,9 @@ impl Event {
     }
 
     pub fn task_rejected(uuid: &str, requeue: bool) -> Event {
-        Event::new(TASK_REJECTED).with("uuid", uuid).with("requeue", requeue)
+        Event::new(TASK_REJECTED)
+            .with("uuid", uuid)
+            .with("requeue", requeue)
     }
 }
 

@@ -52,7 +52,11 @@ impl Event {
 }
 
 fn worker_event(event_type: &str, status: &WorkerStatus, sw: &Software) -> Event {
-    let loadavg: Vec<Value> = status.loadavg.iter().map(|l| Value::from(ceil2(*l))).collect();
+    let loadavg: Vec<Value> = status
+        .loadavg
+        .iter()
+        .map(|l| Value::from(ceil2(*l)))
+        .collect();
     let event = Event::new(event_type)
         .with("freq", status.freq)
         .with("active", status.active)
@@ -74,6 +78,7 @@ fn ceil2(load: f64) -> f64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
