@@ -6,6 +6,7 @@ pub mod names;
 pub mod postgres;
 pub mod process;
 pub mod python;
+pub mod script;
 pub mod services;
 pub mod venv;
 pub mod wait;

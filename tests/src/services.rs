@@ -23,7 +23,7 @@ pub fn amqp_url(vhost: &str) -> String {
 }
 
 /// A connection to Redis db `db`, or a loud failure if Redis is down.
-pub async fn redis(db: u8) -> redis::aio::MultiplexedConnection {
+pub async fn redis_conn(db: u8) -> redis::aio::MultiplexedConnection {
     let url = redis_url(db);
     let conn = async {
         let client = redis::Client::open(url.as_str())?;

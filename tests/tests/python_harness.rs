@@ -4,7 +4,7 @@
 //! about broker-compat.
 
 use anyhow::{ensure, Result};
-use celeriac_tests::services::{redis, redis_url, RedisKeys};
+use celeriac_tests::services::{redis_conn, redis_url, RedisKeys};
 use celeriac_tests::{key_prefix, unique, PyApp};
 use serde_json::Value;
 
@@ -27,7 +27,7 @@ async fn venv_has_celery_5_7() -> Result<()> {
 
 #[tokio::test]
 async fn python_client_and_worker_round_trip() -> Result<()> {
-    let _redis = redis(0).await;
+    let _redis = redis_conn(0).await;
     let prefix = key_prefix();
     let _keys = RedisKeys::new(0, &prefix);
     let mut app = PyApp::new(&redis_url(0), &unique("harness"));
