@@ -137,12 +137,20 @@ mod tests {
             ..QueueSpec::task_queue("celery@vm.celery.pidbox")
         };
         let args = queue_arguments(&spec);
-        assert_eq!(args.inner().get("x-expires"), Some(&AMQPValue::LongInt(10_000)));
+        assert_eq!(
+            args.inner().get("x-expires"),
+            Some(&AMQPValue::LongInt(10_000))
+        );
         assert_eq!(
             args.inner().get("x-message-ttl"),
             Some(&AMQPValue::LongInt(300_000))
         );
-        assert_eq!(queue_arguments(&QueueSpec::task_queue("celery")).inner().len(), 0);
+        assert_eq!(
+            queue_arguments(&QueueSpec::task_queue("celery"))
+                .inner()
+                .len(),
+            0
+        );
     }
 
     #[test]

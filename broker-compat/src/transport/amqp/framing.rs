@@ -94,7 +94,11 @@ pub fn to_message(props: &BasicProperties, body: Vec<u8>) -> Message {
         body,
         content_type: text(props.content_type()).unwrap_or_default(),
         content_encoding: text(props.content_encoding()).unwrap_or_default(),
-        headers: props.headers().as_ref().map(from_field_table).unwrap_or_default(),
+        headers: props
+            .headers()
+            .as_ref()
+            .map(from_field_table)
+            .unwrap_or_default(),
         properties: Properties {
             correlation_id: text(props.correlation_id()),
             reply_to: text(props.reply_to()),

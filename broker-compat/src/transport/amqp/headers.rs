@@ -5,8 +5,8 @@
 //! 32-bit `I` when it fits in ±2147483647 and a signed 64-bit otherwise,
 //! `None` as void `V`, lists as arrays `A` and dicts as tables `F`. We write
 //! the same types so that a Python peer reads back exactly what it would have
-//! sent, and so that queue arguments compare equal to the ones kombu declared
-//! (RabbitMQ compares argument *types* too: `signedint` ≠ `long`).
+//! sent, and so that queue arguments carry the types kombu's do
+//! (`signedint` in `rabbitmqctl list_queues arguments`).
 //!
 //! Two limits of the wire: a field table has no order (lapin keeps it sorted
 //! by key, so received headers come back in key order, not wire order), and
@@ -39,7 +39,10 @@ pub fn to_amqp_value(value: &Value) -> Result<AMQPValue> {
         Value::Number(n) => number_to_amqp(n)?,
         Value::String(s) => AMQPValue::LongString(LongString::from(s.as_bytes())),
         Value::Array(items) => AMQPValue::FieldArray(FieldArray::from(
-            items.iter().map(to_amqp_value).collect::<Result<Vec<_>>>()?,
+            items
+                .iter()
+                .map(to_amqp_value)
+                .collect::<Result<Vec<_>>>()?,
         )),
         Value::Object(map) => AMQPValue::FieldTable(to_field_table(map)?),
     })
@@ -95,9 +98,7 @@ pub fn from_amqp_value(value: &AMQPValue) -> Value {
         AMQPValue::Timestamp(t) => Value::from(*t),
         AMQPValue::Float(f) => float(f64::from(*f)),
         AMQPValue::Double(f) => float(*f),
-        AMQPValue::DecimalValue(d) => {
-            float(f64::from(d.value) / 10f64.powi(i32::from(d.scale)))
-        }
+        AMQPValue::DecimalValue(d) => float(f64::from(d.value) / 10f64.powi(i32::from(d.scale))),
         AMQPValue::ShortString(s) => Value::String(s.as_str().to_owned()),
         // py-amqp hands invalid UTF-8 over as bytes, which JSON cannot hold:
         // replace the bad sequences rather than drop the whole message.
@@ -141,7 +142,9 @@ mod tests {
     #[test]
     fn nested_round_trip() {
         let v = json!({"timelimit": [null, 30], "stamps": {}, "nested": {"a": [1.5, "s", false]}});
-        let Value::Object(map) = v.clone() else { unreachable!() };
+        let Value::Object(map) = v.clone() else {
+            unreachable!()
+        };
         let table = to_field_table(&map).unwrap();
         assert_eq!(Value::Object(from_field_table(&table)), v);
     }

@@ -141,7 +141,9 @@ impl Transport for AmqpTransport {
     }
 
     async fn subscribe(&self, spec: &QueueSpec) -> Result<Box<dyn Subscription>> {
-        Ok(Box::new(AmqpSubscription::start(&self.connection, spec).await?))
+        Ok(Box::new(
+            AmqpSubscription::start(&self.connection, spec).await?,
+        ))
     }
 
     async fn queue_depth(&self, queue: &str) -> Result<QueueDepth> {

@@ -63,7 +63,11 @@ impl AmqpOptions {
         };
         Ok(AmqpOptions {
             tls,
-            host: url.host_str().filter(|h| !h.is_empty()).unwrap_or("localhost").to_owned(),
+            host: url
+                .host_str()
+                .filter(|h| !h.is_empty())
+                .unwrap_or("localhost")
+                .to_owned(),
             port: url.port().unwrap_or(if tls { 5671 } else { 5672 }),
             user,
             password,
@@ -94,14 +98,21 @@ impl AmqpOptions {
     pub fn masked_url(&self) -> String {
         let scheme = if self.tls { "amqps" } else { "amqp" };
         let vhost = if self.vhost == "/" { "" } else { &self.vhost };
-        format!("{scheme}://{}:****@{}:{}/{vhost}", self.user, self.host, self.port)
+        format!(
+            "{scheme}://{}:****@{}:{}/{vhost}",
+            self.user, self.host, self.port
+        )
     }
 
     /// The URI lapin connects to (built field by field: lapin's own parser
     /// reads `amqp://h/` as vhost `""`, kombu reads it as `/`).
     pub(crate) fn to_uri(&self) -> AMQPUri {
         AMQPUri {
-            scheme: if self.tls { AMQPScheme::AMQPS } else { AMQPScheme::AMQP },
+            scheme: if self.tls {
+                AMQPScheme::AMQPS
+            } else {
+                AMQPScheme::AMQP
+            },
             authority: AMQPAuthority {
                 userinfo: AMQPUserInfo {
                     username: self.user.clone(),
@@ -135,12 +146,13 @@ impl fmt::Debug for AmqpOptions {
 }
 
 /// kombu: the path minus its first `/`, unquoted; empty means `/`.
-fn vhost_from_path(
-    path: &str,
-    decode: &dyn Fn(&str, &str) -> Result<String>,
-) -> Result<String> {
+fn vhost_from_path(path: &str, decode: &dyn Fn(&str, &str) -> Result<String>) -> Result<String> {
     let vhost = decode(path.strip_prefix('/').unwrap_or(path), "vhost")?;
-    Ok(if vhost.is_empty() { "/".to_owned() } else { vhost })
+    Ok(if vhost.is_empty() {
+        "/".to_owned()
+    } else {
+        vhost
+    })
 }
 
 /// `%XX` unquoting (UTF-8); `None` when an escape is malformed.
@@ -184,7 +196,10 @@ mod tests {
     fn defaults_and_tls() {
         let o = AmqpOptions::from_url("amqps://h").unwrap();
         assert!(o.tls);
-        assert_eq!((o.port, o.user.as_str(), o.password.as_str()), (5671, "guest", "guest"));
+        assert_eq!(
+            (o.port, o.user.as_str(), o.password.as_str()),
+            (5671, "guest", "guest")
+        );
         assert_eq!(o.heartbeat, Duration::from_secs(120));
         let o = AmqpOptions::from_url("pyamqp://bob:s%40cret@rabbit:5673/v").unwrap();
         assert!(!o.tls);

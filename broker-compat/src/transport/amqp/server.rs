@@ -37,7 +37,10 @@ impl ServerInfo {
         if self.product != "RabbitMQ" {
             return false;
         }
-        let mut parts = self.version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let mut parts = self
+            .version
+            .split('.')
+            .map(|p| p.parse::<u32>().unwrap_or(0));
         let major_minor = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
         (3, 3) <= major_minor && major_minor < (4, 0)
     }
@@ -56,10 +59,16 @@ async fn read_start(uri: &AMQPUri) -> Result<ServerInfo> {
         .connect_with_config_async(TLSConfig::default(), &runtime)
         .await
         .map_err(lapin::Error::from)?;
-    stream.write_all(PROTOCOL_HEADER).await.map_err(lapin::Error::from)?;
+    stream
+        .write_all(PROTOCOL_HEADER)
+        .await
+        .map_err(lapin::Error::from)?;
     // Frame: type (1 = method), channel (u16), size (u32), payload, 0xCE.
     let mut header = [0u8; 7];
-    stream.read_exact(&mut header).await.map_err(lapin::Error::from)?;
+    stream
+        .read_exact(&mut header)
+        .await
+        .map_err(lapin::Error::from)?;
     let size = u32::from_be_bytes([header[3], header[4], header[5], header[6]]) as usize;
     if header[0] != 1 || size > MAX_START_FRAME {
         return Err(Error::Protocol(format!(
@@ -68,7 +77,10 @@ async fn read_start(uri: &AMQPUri) -> Result<ServerInfo> {
         )));
     }
     let mut payload = vec![0u8; size + 1];
-    stream.read_exact(&mut payload).await.map_err(lapin::Error::from)?;
+    stream
+        .read_exact(&mut payload)
+        .await
+        .map_err(lapin::Error::from)?;
     let _ = stream.close().await;
     parse_start(&payload[..size])
 }
@@ -76,7 +88,11 @@ async fn read_start(uri: &AMQPUri) -> Result<ServerInfo> {
 fn parse_start(payload: &[u8]) -> Result<ServerInfo> {
     let start = match parse_class(payload) {
         Ok((_, AMQPClass::Connection(AMQPMethod::Start(start)))) => start,
-        Ok(_) => return Err(Error::Protocol("first method is not connection.start".into())),
+        Ok(_) => {
+            return Err(Error::Protocol(
+                "first method is not connection.start".into(),
+            ))
+        }
         Err(e) => return Err(Error::Protocol(format!("connection.start: {e}"))),
     };
     let text = |key: &str| match start.server_properties.inner().get(key) {
