@@ -2,20 +2,29 @@
 //! meant for this node and send their replies.
 
 use serde_json::Value;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::reply::reply_message;
 use super::request::ControlRequest;
 use super::{PIDBOX_EXCHANGE, QUEUE_EXPIRES, QUEUE_TTL};
 use crate::events::LamportClock;
 use crate::transport::{ExchangeType, QueueSpec, Route, Subscription, Transport};
-use crate::Result;
+use crate::{Error, Result};
 
 pub struct Mailbox {
+    replier: Replier,
+    /// Only used through `&mut self`; the mutex makes `Mailbox` `Sync` so a
+    /// `reply(&self)` future can move between threads.
+    subscription: Mutex<Box<dyn Subscription>>,
+}
+
+/// Sends replies as `node`; cheap to clone, so a command handler running in
+/// another task can answer while the mailbox keeps receiving.
+#[derive(Clone)]
+pub struct Replier {
     transport: Arc<dyn Transport>,
     node: String,
     clock: Arc<LamportClock>,
-    subscription: Box<dyn Subscription>,
 }
 
 impl Mailbox {
@@ -28,10 +37,12 @@ impl Mailbox {
     ) -> Result<Self> {
         let subscription = transport.subscribe(&Self::queue_spec(node)).await?;
         Ok(Mailbox {
-            transport,
-            node: node.to_owned(),
-            clock,
-            subscription,
+            replier: Replier {
+                transport,
+                node: node.to_owned(),
+                clock,
+            },
+            subscription: Mutex::new(subscription),
         })
     }
 
@@ -53,15 +64,31 @@ impl Mailbox {
     }
 
     pub fn node(&self) -> &str {
-        &self.node
+        &self.replier.node
+    }
+
+    /// A handle that sends replies for this mailbox's node.
+    pub fn replier(&self) -> Replier {
+        self.replier.clone()
     }
 
     /// The next request for this node. Every request received moves the
     /// clock (as kombu does, even those for other nodes); undecodable ones
     /// are logged and skipped. Cancellation-safe.
     pub async fn next(&mut self) -> Result<ControlRequest> {
+        let subscription = self
+            .subscription
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
         loop {
-            let message = self.subscription.next().await?;
+            let message = match subscription.next().await {
+                Ok(m) => m,
+                Err(Error::Decode(e)) => {
+                    tracing::warn!(error = %e, "skipping undecodable pidbox message");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let request = match ControlRequest::from_message(&message) {
                 Ok(r) => r,
                 Err(e) => {
@@ -69,11 +96,22 @@ impl Mailbox {
                     continue;
                 }
             };
-            self.clock.adjust(request.clock.unwrap_or(0));
-            if request.is_for(&self.node) {
+            self.replier.clock.adjust(request.clock.unwrap_or(0));
+            if request.is_for(&self.replier.node) {
                 return Ok(request);
             }
         }
+    }
+
+    /// Send `{node: value}` to the requester (see [`Replier::reply`]).
+    pub async fn reply(&self, request: &ControlRequest, value: Value) -> Result<bool> {
+        self.replier.reply(request, value).await
+    }
+}
+
+impl Replier {
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// Send `{node: value}` to the requester. Does nothing (and returns

@@ -11,7 +11,7 @@ mod request;
 use std::time::Duration;
 
 pub use client::ControlClient;
-pub use mailbox::Mailbox;
+pub use mailbox::{Mailbox, Replier};
 pub use matcher::{glob, matches};
 pub use reply::{nok, ok, reply_message, unknown_command, ControlReply};
 pub use request::{ControlRequest, ReplyTo};

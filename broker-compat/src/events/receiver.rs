@@ -11,7 +11,7 @@ use super::dispatcher::{event_exchange_type, EVENT_EXCHANGE};
 use super::event::Event;
 use crate::protocol::Message;
 use crate::transport::{QueueSpec, Subscription, Transport};
-use crate::Result;
+use crate::{Error, Result};
 
 /// `event_queue_ttl` default.
 const EVENT_QUEUE_TTL: Duration = Duration::from_secs(5);
@@ -66,8 +66,13 @@ impl EventReceiver {
             if let Some(event) = self.pending.pop_front() {
                 return Ok(event);
             }
-            let message = self.subscription.next().await?;
-            self.accept(&message);
+            match self.subscription.next().await {
+                Ok(message) => self.accept(&message),
+                Err(Error::Decode(e)) => {
+                    tracing::warn!(error = %e, "skipping undecodable event message");
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
