@@ -77,9 +77,9 @@ fn timestamp_param(dialect: DbDialect, n: usize) -> String {
 /// A column read back as text (the Any driver has no timestamp type).
 pub fn as_text(dialect: DbDialect, column: &str) -> String {
     match dialect {
-        DbDialect::Postgres => format!("CAST({column} AS TEXT)"),
+        // SQLite: an expression is typed by its value, not the declared DATETIME.
+        DbDialect::Postgres | DbDialect::Sqlite => format!("CAST({column} AS TEXT)"),
         DbDialect::MySql => format!("CAST({column} AS CHAR)"),
-        DbDialect::Sqlite => column.to_owned(),
     }
 }
 
