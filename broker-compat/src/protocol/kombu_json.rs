@@ -299,6 +299,7 @@ fn join(items: impl Iterator<Item = String>) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use serde_json::json;

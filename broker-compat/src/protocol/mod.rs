@@ -7,12 +7,24 @@
 //!
 //! Spec: `shared/spec/celery-wire.md` §1.
 
+pub mod body;
+mod builder;
+pub mod compression;
 pub mod envelope;
+pub mod headers;
 pub mod kombu_json;
+pub mod message;
 pub mod pyjson;
+pub mod serializer;
 pub mod time;
 
+pub use body::{Embed, TaskBody};
+pub use compression::Compression;
 pub use envelope::{decode_envelope, encode_envelope, mark_redelivered, Envelope};
+pub use headers::{TaskHeaders, TimeLimit};
+pub use kombu_json::KombuValue;
+pub use message::{decode_payload, DecodeOptions, EncodeOptions, ProtocolVersion, TaskMessage};
+pub use serializer::{AcceptContent, Decoded, Serializer};
 
 use serde_json::{Map, Value};
 
