@@ -5,6 +5,7 @@
 pub mod names;
 pub mod postgres;
 pub mod process;
+pub mod published;
 pub mod python;
 pub mod script;
 pub mod services;
