@@ -3,6 +3,7 @@
 //! Isolation: this binary recreates one vhost (`celeriac-amqp-transport-test`)
 //! once, then every test uses random queue names inside it. The fixtures are
 //! the py-amqp captures in `tests/fixtures/celery/amqp-*.json`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 use std::sync::OnceLock;

@@ -23,7 +23,8 @@ use crate::transport::{Consumer, Delivery, QueueSpec};
 use crate::{Error, Result};
 
 enum Item {
-    Delivery(lapin::Result<lapin::message::Delivery>),
+    /// Boxed: a delivery is large next to the end marker.
+    Delivery(Box<lapin::Result<lapin::message::Delivery>>),
     /// The consumer with this tag has ended (cancelled by us or the broker).
     Ended(ShortString),
 }
@@ -117,8 +118,7 @@ impl Consumer for AmqpConsumer {
                 std::future::pending::<()>().await;
             }
             match self.streams.next().await {
-                Some(Item::Delivery(Ok(d))) => return Ok(self.wrap(d)),
-                Some(Item::Delivery(Err(e))) => return Err(e.into()),
+                Some(Item::Delivery(d)) => return (*d).map(|d| self.wrap(d)).map_err(Into::into),
                 Some(Item::Ended(tag)) => {
                     if let Some(e) = self.ended(&tag) {
                         return Err(e);
@@ -166,8 +166,12 @@ impl Consumer for AmqpConsumer {
             .await?;
         let tag = consumer.tag();
         let end = stream::once(std::future::ready(Item::Ended(tag.clone())));
-        self.streams
-            .push(consumer.map(Item::Delivery).chain(end).boxed());
+        self.streams.push(
+            consumer
+                .map(|d| Item::Delivery(Box::new(d)))
+                .chain(end)
+                .boxed(),
+        );
         self.active.push(Active {
             spec: spec.clone(),
             tag,

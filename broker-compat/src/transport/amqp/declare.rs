@@ -126,6 +126,7 @@ fn exchange_kind(kind: ExchangeType) -> ExchangeKind {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -111,6 +111,7 @@ pub fn to_message(props: &BasicProperties, body: Vec<u8>) -> Message {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

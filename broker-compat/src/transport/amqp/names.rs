@@ -12,6 +12,7 @@ pub fn short(what: &str, value: &str) -> Result<ShortString> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -42,7 +42,7 @@ impl ServerInfo {
             .split('.')
             .map(|p| p.parse::<u32>().unwrap_or(0));
         let major_minor = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-        (3, 3) <= major_minor && major_minor < (4, 0)
+        ((3, 3)..(4, 0)).contains(&major_minor)
     }
 }
 
@@ -107,6 +107,7 @@ fn parse_start(payload: &[u8]) -> Result<ServerInfo> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
