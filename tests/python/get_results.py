@@ -3,8 +3,9 @@
 usage: get_results.py [--timeout S] [--announce-pending] ID...
 
 For each id prints one JSON line (kombu JSON) on stdout:
-{"id", "state", "outcome": "value" | "raised", "value", "repr",
- "exc_class": "<module>.<qualname>", "exc_args": [...], "waited": seconds}
+{"id", "state", "outcome": "value" | "raised" | "timeout", "value", "repr",
+ "exc_class": "<module>.<qualname>", "exc_args": [...], "waited": seconds,
+ "date_done": ISO text or null}
 
 --announce-pending: first make sure the result is not there yet (a short
 get() that must time out — this also SUBSCRIBEs on the Redis backend), print
@@ -56,7 +57,9 @@ def read(result, timeout):
         doc.update(outcome="raised",
                    exc_class="%s.%s" % (cls.__module__, cls.__qualname__),
                    exc_args=list(exc.args), repr=repr(exc))
-    doc.update(state=result.state, waited=time.monotonic() - started)
+    done = result.date_done
+    doc.update(state=result.state, waited=time.monotonic() - started,
+               date_done=done.isoformat() if hasattr(done, "isoformat") else done)
     emit(doc)
 
 
