@@ -53,12 +53,7 @@ impl Error {
                             | redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown)
                     )
             }
-            Error::Amqp(e) => !matches!(
-                e.kind(),
-                lapin::ErrorKind::InvalidChannel(_)
-                    | lapin::ErrorKind::ParsingError(_)
-                    | lapin::ErrorKind::SerialisationError(_)
-            ),
+            Error::Amqp(e) => amqp_is_transient(e),
             Error::Database(e) => matches!(
                 e,
                 sqlx::Error::Io(_)
@@ -74,6 +69,34 @@ impl Error {
             | Error::Config { .. }
             | Error::Protocol(_) => false,
         }
+    }
+}
+
+/// AMQP errors the broker answered with a reply code that says "your request
+/// is wrong" (PRECONDITION_FAILED on a redeclare with other arguments,
+/// NOT_FOUND, ACCESS_REFUSED, NO_ROUTE, NOT_ALLOWED, NOT_IMPLEMENTED...) do
+/// not heal by retrying; lost connections, timeouts and forced closes do.
+fn amqp_is_transient(e: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+    match e.kind() {
+        lapin::ErrorKind::InvalidChannel(_)
+        | lapin::ErrorKind::ParsingError(_)
+        | lapin::ErrorKind::SerialisationError(_) => false,
+        lapin::ErrorKind::ProtocolError(err) => !matches!(
+            err.kind(),
+            AMQPErrorKind::Soft(
+                AMQPSoftError::ACCESSREFUSED
+                    | AMQPSoftError::NOTFOUND
+                    | AMQPSoftError::PRECONDITIONFAILED
+                    | AMQPSoftError::NOROUTE
+                    | AMQPSoftError::CONTENTTOOLARGE
+            ) | AMQPErrorKind::Hard(
+                AMQPHardError::NOTALLOWED
+                    | AMQPHardError::NOTIMPLEMENTED
+                    | AMQPHardError::INVALIDPATH
+            )
+        ),
+        _ => true,
     }
 }
 

@@ -403,6 +403,16 @@ async fn declares_what_the_python_worker_declared() {
         .queue_declare(shared.as_str().into(), options, other)
         .await;
     assert!(refused.unwrap_err().to_string().contains("PRECONDITION"));
+    // Through the transport that refusal is permanent, and harmless to it.
+    let conflicting = QueueSpec {
+        expires: Some(Duration::from_secs(20)),
+        ..spec
+    };
+    let err = t.declare_queue(&conflicting).await.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    t.publish(&Route::queue(&shared), &simple("still usable"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -543,6 +553,7 @@ async fn publisher_confirms_and_unroutable_messages() {
         err.to_string().contains("NO_ROUTE") || err.to_string().contains("NOROUTE"),
         "{err}"
     );
+    assert!(!err.is_transient(), "{err}");
     // A broadcast nobody listens to is fine.
     let events = Route {
         exchange: "celeryev".into(),
@@ -566,7 +577,11 @@ async fn publisher_confirms_and_unroutable_messages() {
     raw.queue_declare(full.as_str().into(), options, args)
         .await
         .unwrap();
-    assert!(t.publish(&Route::queue(&full), &simple("x")).await.is_err());
+    let nacked = t
+        .publish(&Route::queue(&full), &simple("x"))
+        .await
+        .unwrap_err();
+    assert!(nacked.is_transient(), "{nacked}");
     // The confirm channel survives both errors.
     let queue = unique("confirmed");
     t.declare_queue(&QueueSpec::task_queue(&queue))
@@ -687,4 +702,5 @@ async fn kombu_url_spelling_connects_to_the_default_vhost() {
         missing.to_string().contains("NOT_FOUND") || missing.to_string().contains("NOTFOUND"),
         "{missing}"
     );
+    assert!(!missing.is_transient(), "{missing}");
 }
