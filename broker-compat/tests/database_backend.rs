@@ -4,6 +4,8 @@
 //! wrote (`db-schema-pg_dump.sql`, `db-rows-*.json`) and, for the ≤ 5.6
 //! layout, with Airflow's captured `celery_taskmeta` rows.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use broker_compat::backend::database::{DatabaseBackend, LegacyResult, ResultLayout};

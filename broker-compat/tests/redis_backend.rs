@@ -3,6 +3,8 @@
 //! `worker-*-result-writes.json`, `redis-taskset-meta.json`). Each test uses its
 //! own random `global_keyprefix`, so tests never see each other's keys.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use broker_compat::backend::redis::RedisBackend;
@@ -95,12 +97,15 @@ fn at(r: TaskResult, meta: &Map<String, Value>) -> TaskResult {
     r
 }
 
+/// Builds the result a worker stores, from the task id and the captured meta.
+type Build = Box<dyn Fn(&str, &Map<String, Value>) -> TaskResult>;
+
 #[tokio::test]
 async fn success_failure_revoked_bytes_match_celery() {
     let mut env = env().await;
     let file = "worker-default-results-redis.json";
     let valueerror = ExceptionInfo::new("builtins", "ValueError", vec![json!("boom")]);
-    let cases: Vec<(&str, Box<dyn Fn(&str, &Map<String, Value>) -> TaskResult>)> = vec![
+    let cases: Vec<(&str, Build)> = vec![
         (
             "add_success",
             Box::new(|id, _| TaskResult::success(id, json!(5))),

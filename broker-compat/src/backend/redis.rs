@@ -165,6 +165,7 @@ impl ResultBackend for RedisBackend {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::key_prefix;
 

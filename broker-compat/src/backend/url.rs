@@ -125,6 +125,7 @@ pub async fn connect(url: &str, opts: &BackendOptions) -> Result<Arc<dyn ResultB
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -157,6 +157,7 @@ fn write_dict(out: &mut Vec<u8>, map: &Map<String, Value>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use serde_json::json;

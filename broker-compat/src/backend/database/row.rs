@@ -122,6 +122,7 @@ fn parse_date(s: &str) -> Result<DateTime<Utc>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::backend::ExceptionInfo;

@@ -262,6 +262,7 @@ fn table_ddl(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::mariadb_has_sequences;
 
