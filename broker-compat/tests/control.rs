@@ -416,3 +416,90 @@ async fn no_reply_without_reply_to_redis() {
 async fn no_reply_without_reply_to_amqp() {
     no_reply_without_reply_to(Broker::Amqp).await;
 }
+
+fn rabbitmqctl_list(args: &[&str]) -> Vec<Vec<String>> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .args(["--quiet", "--no-table-headers"])
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect()
+}
+
+/// The entities a bound mailbox and a waiting client leave on RabbitMQ are
+/// kombu's (spec §3.2), so Python peers can declare the same names.
+#[tokio::test]
+async fn amqp_entities_match_kombu() {
+    let ns = Namespace::new(Broker::Amqp);
+    let node = node_name();
+    let _mailbox = Mailbox::bind(
+        ns.transport().await,
+        &node,
+        Arc::new(LamportClock::default()),
+    )
+    .await
+    .unwrap();
+    let mut client = ControlClient::new(ns.transport().await, Arc::new(LamportClock::default()));
+    // No node answers: this only opens the reply queue (limit 0 returns at once).
+    client
+        .broadcast(
+            "ping",
+            Map::new(),
+            None,
+            true,
+            Duration::from_secs(1),
+            Some(0),
+        )
+        .await
+        .unwrap();
+    let exchanges =
+        rabbitmqctl_list(&["list_exchanges", "-p", ns.name(), "name", "type", "durable"]);
+    for want in [
+        ["celery.pidbox", "fanout", "false"],
+        ["reply.celery.pidbox", "direct", "false"],
+    ] {
+        assert!(
+            exchanges.iter().any(|e| e == &want),
+            "{want:?} not in {exchanges:?}"
+        );
+    }
+    let queues = rabbitmqctl_list(&[
+        "list_queues",
+        "-p",
+        ns.name(),
+        "name",
+        "durable",
+        "auto_delete",
+        "exclusive",
+        "arguments",
+    ]);
+    let find = |name: &str| {
+        queues
+            .iter()
+            .find(|q| q[0] == name)
+            .unwrap_or_else(|| panic!("queue {name} not in {queues:?}"))
+            .clone()
+    };
+    let pidbox = find(&format!("{node}.celery.pidbox"));
+    let reply = find(&format!("{}.reply.celery.pidbox", client.oid()));
+    for q in [&pidbox, &reply] {
+        assert_eq!(q[1..4], ["false", "true", "true"], "{q:?}");
+        assert!(
+            q[4].contains("x-expires") && q[4].contains("10000"),
+            "{q:?}"
+        );
+        assert!(
+            q[4].contains("x-message-ttl") && q[4].contains("300000"),
+            "{q:?}"
+        );
+    }
+    client.close().await.unwrap();
+}

@@ -120,12 +120,16 @@ impl ControlClient {
         }
     }
 
-    /// Stop consuming the reply queue (on AMQP it is then auto-deleted).
+    /// Stop consuming the reply queue (on AMQP it is then auto-deleted)
+    /// and delete it with its binding, as kombu does after collecting.
     pub async fn close(mut self) -> Result<()> {
-        match self.replies.take() {
-            Some(mut consumer) => consumer.stop().await,
-            None => Ok(()),
-        }
+        let Some(mut consumer) = self.replies.take() else {
+            return Ok(());
+        };
+        consumer.stop().await?;
+        drop(consumer);
+        let spec = Self::reply_queue_spec(&self.oid);
+        self.transport.delete_queue(&spec).await
     }
 
     async fn ensure_reply_queue(&mut self) -> Result<()> {

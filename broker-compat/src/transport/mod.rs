@@ -115,6 +115,15 @@ pub trait Transport: Send + Sync {
     async fn subscribe(&self, spec: &QueueSpec) -> Result<Box<dyn Subscription>>;
     /// How many messages a task queue holds.
     async fn queue_depth(&self, queue: &str) -> Result<QueueDepth>;
+    /// Delete a private queue and its binding, as kombu's
+    /// `after_reply_message_received` does for a control client's reply queue
+    /// (Redis: SREM the binding members, DEL the lists; AMQP: `queue.delete`).
+    /// The default does nothing: AMQP deletes exclusive/auto-delete queues
+    /// with their consumer, and Redis lists with `x-expires` lapse.
+    async fn delete_queue(&self, spec: &QueueSpec) -> Result<()> {
+        let _ = spec;
+        Ok(())
+    }
 }
 
 #[async_trait]
