@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use broker_compat::transport::amqp::{AmqpOptions, AmqpTransport};
+use broker_compat::transport::reconnect::{Connector, Reconnecting};
 use broker_compat::transport::redis::{RedisOptions, RedisTransport};
 use broker_compat::transport::Transport;
 
@@ -20,7 +21,17 @@ pub fn is_redis(url: &str) -> bool {
         .any(|s| url.starts_with(s))
 }
 
+/// A transport that reconnects by itself after a broker loss.
 pub async fn connect(url: &str, settings: &BrokerSettings) -> broker_compat::Result<Arc<dyn Transport>> {
+    let (url, settings) = (url.to_owned(), settings.clone());
+    let connector: Connector = Arc::new(move || {
+        let (url, settings) = (url.clone(), settings.clone());
+        Box::pin(async move { connect_once(&url, &settings).await })
+    });
+    Ok(Arc::new(Reconnecting::connect(connector).await?))
+}
+
+async fn connect_once(url: &str, settings: &BrokerSettings) -> broker_compat::Result<Arc<dyn Transport>> {
     if is_redis(url) {
         let mut opts = RedisOptions::from_url(url)?;
         opts.visibility_timeout = settings.visibility_timeout;

@@ -5,6 +5,7 @@
 //! whatever task runs it and ack/reject from there.
 
 pub mod amqp;
+pub mod reconnect;
 pub mod redis;
 
 use std::time::Duration;
