@@ -137,6 +137,10 @@ impl Transport for Reconnecting {
         .await
     }
 
+    async fn delete_queue(&self, spec: &QueueSpec) -> Result<()> {
+        self.current().await.delete_queue(spec).await
+    }
+
     async fn queue_depth(&self, queue: &str) -> Result<QueueDepth> {
         self.with_retry(|t| {
             let queue = queue.to_owned();
