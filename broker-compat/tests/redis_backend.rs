@@ -63,6 +63,19 @@ async fn env() -> Env {
 }
 
 impl Env {
+    /// Delete this test's keys (they would otherwise live for a day).
+    async fn cleanup(mut self) {
+        let pattern = format!("{}*", self.prefix);
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut self.conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = self.conn.del(keys).await.unwrap();
+        }
+    }
+
     async fn raw(&mut self, task_id: &str) -> String {
         let key = format!("{}celery-task-meta-{task_id}", self.prefix);
         let v: Option<String> = self.conn.get(&key).await.unwrap();
@@ -150,6 +163,7 @@ async fn success_failure_revoked_bytes_match_celery() {
         assert!((86_390..=86_400).contains(&ttl), "{entry}: ttl {ttl}");
         assert_eq!(env.backend.get(id).await.unwrap(), Some(r), "{entry}: get");
     }
+    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -169,6 +183,7 @@ async fn every_captured_value_round_trips_byte_exact() {
             assert_eq!(published, raw, "{file} {entry}");
         }
     }
+    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -208,6 +223,7 @@ async fn retry_and_started_writes_match_celery() {
         String::from_utf8(pyjson::to_vec(started)).unwrap(),
         "STARTED"
     );
+    env.cleanup().await;
 }
 
 fn extended(v: &Value) -> ExtendedMeta {
@@ -240,6 +256,7 @@ async fn extended_meta_matches_airflowlike_capture_after_normalising() {
         .replace(&id, captured_id)
         .replace(&ours_date, captured_date);
     assert_eq!(normalised, raw);
+    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -267,12 +284,14 @@ async fn success_is_never_overwritten() {
         assert_eq!(outcome, StoreOutcome::SuccessAlreadyStored);
     }
     assert_eq!(env.raw(&id).await, before);
+    env.cleanup().await;
 }
 
 #[tokio::test]
 async fn concurrent_success_writes_store_exactly_once() {
     let env = env().await;
     let id = uuid::Uuid::new_v4().to_string();
+    let (prefix, mut conn) = (env.prefix.clone(), env.conn.clone());
     let backend = std::sync::Arc::new(env.backend);
     let tasks: Vec<_> = (0..20)
         .map(|n| {
@@ -287,6 +306,7 @@ async fn concurrent_success_writes_store_exactly_once() {
         }
     }
     assert_eq!(stored, 1);
+    let _: () = conn.del(format!("{prefix}celery-task-meta-{id}")).await.unwrap();
 }
 
 #[tokio::test]
@@ -302,6 +322,7 @@ async fn no_expiry_writes_plain_set() {
         .await
         .unwrap();
     assert_eq!(env.ttl(&id).await, -1);
+    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -335,6 +356,7 @@ async fn global_keyprefix_and_missing_result() {
     .await
     .unwrap();
     assert_eq!(plain.task_key("x"), "myapp_celery-task-meta-x");
+    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -352,4 +374,5 @@ async fn group_save_matches_celery() {
     assert_eq!(v, f["raw"].as_str().unwrap());
     let ttl: i64 = env.conn.ttl(&key).await.unwrap();
     assert!((86_390..=86_400).contains(&ttl));
+    env.cleanup().await;
 }
