@@ -5,6 +5,7 @@
 //! `global_keyprefix` and unacked key names, so tests never see each other's
 //! keys; a guard deletes them afterwards. The restart test runs its own
 //! `redis-server` on a spare port.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};

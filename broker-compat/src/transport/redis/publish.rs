@@ -45,7 +45,7 @@ pub(super) async fn publish(inner: &Inner, route: &Route, message: &Message) -> 
     if route.exchange.is_empty() {
         return put(
             inner,
-            &[route.routing_key.clone()],
+            std::slice::from_ref(&route.routing_key),
             message.properties.priority,
             &envelope,
         )

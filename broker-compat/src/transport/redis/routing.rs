@@ -121,6 +121,7 @@ fn match_from(tokens: &[Token], s: &[u8], first: bool) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
