@@ -28,7 +28,10 @@ pub fn all_documents() -> Vec<(String, Value)> {
             .collect();
         paths.sort();
         for path in paths {
-            let name = format!("{sub}/{}", path.file_name().unwrap_or_default().to_string_lossy());
+            let name = format!(
+                "{sub}/{}",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            );
             if name.ends_with("-task-lifecycle.json") {
                 continue;
             }
@@ -37,7 +40,8 @@ pub fn all_documents() -> Vec<(String, Value)> {
             } else if name.ends_with(".jsonl") {
                 let text = std::fs::read_to_string(&path).expect("read jsonl");
                 for (i, line) in text.lines().enumerate() {
-                    let v = serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}:{i}: {e}"));
+                    let v =
+                        serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}:{i}: {e}"));
                     out.push((format!("{name}:{}", i + 1), v));
                 }
             }
@@ -59,14 +63,22 @@ pub fn raw_envelopes() -> Vec<(String, Vec<u8>)> {
 
 fn walk(v: &Value, at: &str, out: &mut Vec<(String, Vec<u8>)>) {
     match v {
-        Value::String(s) if s.starts_with("{\"body\"") => out.push((at.to_owned(), s.as_bytes().to_vec())),
+        Value::String(s) if s.starts_with("{\"body\"") => {
+            out.push((at.to_owned(), s.as_bytes().to_vec()))
+        }
         Value::String(s) if s.starts_with("[{\"body\"") => {
             // HSET unacked value: json.dumps([envelope, exchange, routing_key]).
             let parsed: Value = serde_json::from_str(s).unwrap_or_else(|e| panic!("{at}: {e}"));
-            assert_eq!(pyjson::to_string(&parsed), *s, "{at}: unacked entry is not json.dumps output");
+            assert_eq!(
+                pyjson::to_string(&parsed),
+                *s,
+                "{at}: unacked entry is not json.dumps output"
+            );
             walk(&parsed, at, out);
         }
-        Value::Object(o) if is_envelope(o) => out.push((format!("{at} (parsed)"), pyjson::to_vec(v))),
+        Value::Object(o) if is_envelope(o) => {
+            out.push((format!("{at} (parsed)"), pyjson::to_vec(v)))
+        }
         Value::Object(o) => o.values().for_each(|x| walk(x, at, out)),
         Value::Array(a) => a.iter().for_each(|x| walk(x, at, out)),
         _ => {}
