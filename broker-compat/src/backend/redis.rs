@@ -20,6 +20,8 @@ use crate::{Error, Result};
 
 const TASK_KEYPREFIX: &str = "celery-task-meta-";
 const GROUP_KEYPREFIX: &str = "celery-taskset-meta-";
+/// Celery refuses results larger than Redis' 512 MB string limit.
+const MAX_VALUE_BYTES: usize = 512 * 1024 * 1024;
 
 /// ARGV[1] = JSON, ARGV[2] = TTL seconds (0 = no expiry). Returns 1 when
 /// written, 0 when a SUCCESS was already stored. The stored value is decoded
@@ -135,6 +137,13 @@ impl ResultBackend for RedisBackend {
 
     async fn store(&self, result: &TaskResult) -> Result<StoreOutcome> {
         let bytes = pyjson::to_vec(&result.to_meta());
+        if bytes.len() > MAX_VALUE_BYTES {
+            return Err(Error::Encode(format!(
+                "result of {} is {} bytes, over Redis' 512 MB limit",
+                result.task_id,
+                bytes.len()
+            )));
+        }
         let mut conn = self.connection().await?;
         let r = self
             .store_script

@@ -3,6 +3,7 @@
 //! write algorithm serves all three. Every query is sent unprepared-by-name
 //! (`persistent(false)`), so PgBouncer in transaction mode works.
 
+mod group;
 mod pickle;
 mod row;
 mod schema;
@@ -51,6 +52,7 @@ pub struct DatabaseBackend {
     dialect: DbDialect,
     table: TaskTable,
     statements: sql::Statements,
+    group_insert: String,
     opts: BackendOptions,
 }
 
@@ -65,11 +67,13 @@ impl DatabaseBackend {
         let tables = tables(url.dialect, opts)?;
         let table = schema::prepare(&pool, url.dialect, &tables, opts.create_layout).await?;
         let statements = sql::Statements::new(url.dialect, &tables.task, table.layout, &table.id);
+        let group_insert = group::insert_sql(url.dialect, &tables.group, &table.id);
         Ok(DatabaseBackend {
             pool,
             dialect: url.dialect,
             table,
             statements,
+            group_insert,
             opts: opts.clone(),
         })
     }
@@ -86,6 +90,15 @@ impl DatabaseBackend {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// `GroupResult.save()`: insert the group row (a second save of the
+    /// same group id fails on the unique constraint, as in Celery).
+    pub async fn save_group(&self, group_id: &str, member_ids: &[String]) -> Result<()> {
+        let layout = self.table.layout;
+        let result = group::encode(group_id, member_ids, layout, self.opts.legacy_result);
+        let now = row::date_text(chrono::Utc::now());
+        group::insert(&self.pool, &self.group_insert, group_id, result, now).await
     }
 }
 

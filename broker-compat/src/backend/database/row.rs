@@ -66,6 +66,11 @@ pub fn encode(
     }
 }
 
+/// A time as the naive-UTC text a DATETIME column is written with.
+pub fn date_text(t: DateTime<Utc>) -> String {
+    t.naive_utc().format(DATE_FORMAT).to_string()
+}
+
 /// Rebuild a result from a row. Pickled (legacy) results are never read:
 /// their value comes back as null.
 pub fn decode(

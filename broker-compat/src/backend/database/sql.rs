@@ -67,7 +67,7 @@ pub fn param(dialect: DbDialect, n: usize) -> String {
 }
 
 /// A bind parameter holding `YYYY-MM-DD HH:MM:SS.ffffff` for a timestamp column.
-fn timestamp_param(dialect: DbDialect, n: usize) -> String {
+pub fn timestamp_param(dialect: DbDialect, n: usize) -> String {
     match dialect {
         DbDialect::Postgres => format!("CAST(${n} AS TIMESTAMP)"),
         DbDialect::MySql | DbDialect::Sqlite => "?".to_owned(),
