@@ -13,7 +13,9 @@ INTEROP_VISIBILITY_TIMEOUT  Redis broker visibility_timeout in seconds; also
 INTEROP_ACKS_LATE         "1" → task_acks_late (ack after the task ran)
 INTEROP_PREFETCH_MULTIPLIER  worker_prefetch_multiplier (default 4)
 INTEROP_MARK_REDIS_URL    Redis that interop.mark writes to (default db 0)
-INTEROP_MARK_SET          the Redis set interop.mark adds its task id to
+INTEROP_MARK_SET          the Redis set interop.mark adds its task id to; it
+                          also counts its executions in <set>:count:<who>
+INTEROP_MARK_WHO          who is counting (default "py")
 """
 
 import os
@@ -95,7 +97,12 @@ def register_tasks(app):
 
     @app.task(name="interop.mark", bind=True, shared=False)
     def mark(self, sleep=0):
-        mark_client().sadd(env("INTEROP_MARK_SET"), self.request.id)
+        key = env("INTEROP_MARK_SET")
+        # One transaction: a kill -9 can never separate the mark from its count.
+        pipe = mark_client().pipeline(transaction=True)
+        pipe.sadd(key, self.request.id)
+        pipe.incr("%s:count:%s" % (key, env("INTEROP_MARK_WHO", "py")))
+        pipe.execute()
         if sleep:
             time.sleep(float(sleep))
         return self.request.id

@@ -213,9 +213,10 @@ fn intent_mismatches(p: &Published, t: &TaskMessage) -> Vec<String> {
     }
     let checks = case_checks(p, t);
     out.extend(
-        checks.into_iter().filter_map(|(what, ok)| {
-            (!ok).then(|| format!("[{}] {what} (decoded: {t:?})", p.case))
-        }),
+        checks
+            .into_iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(what, _)| format!("[{}] {what} (decoded: {t:?})", p.case)),
     );
     out
 }

@@ -1,5 +1,5 @@
 //! broker-compat builds and publishes tasks (`TaskMessage::new(..).encode(..)`
-//! + `Transport::publish`); a real Python Celery worker runs them and its
+//! then `Transport::publish`); a real Python Celery worker runs them and its
 //! result backend must hold SUCCESS with the right value.
 
 use std::time::Duration;

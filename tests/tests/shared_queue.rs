@@ -1,0 +1,247 @@
+//! One Redis queue, two consumers at once: the Rust consumer binary
+//! (broker-compat, `interop_consumer`) and a real Python prefork worker.
+//! 2,000 `interop.mark` tasks; one consumer is `kill -9`ed midway and
+//! restarted. With acks_late on both sides and a 5 s visibility_timeout,
+//! whatever the dead one held unacked is restored by a sweep (kombu's or
+//! ours), so every task runs at least once and the queue and `unacked` end
+//! empty. Duplicates are allowed (at-least-once) and reported.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use broker_compat::protocol::{EncodeOptions, TaskMessage};
+use broker_compat::transport::redis::{RedisOptions, RedisTransport};
+use broker_compat::transport::{Route, Transport};
+use celeriac_tests::services::{redis_conn, redis_url, RedisKeys};
+use celeriac_tests::{key_prefix, unique, wait_until, ChildGuard, PyApp};
+use redis::aio::MultiplexedConnection;
+use serde_json::{json, Map};
+
+const TOTAL: usize = 2_000;
+const VISIBILITY_TIMEOUT: u32 = 5;
+/// Per task, so the run lasts long enough (a few seconds) to kill midway.
+const TASK_SLEEP: f64 = 0.02;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Victim {
+    Rust,
+    Python,
+}
+
+struct Setup {
+    prefix: String,
+    queue: String,
+    set: String,
+    app: PyApp,
+    redis: MultiplexedConnection,
+    _keys: RedisKeys,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Progress {
+    marked: usize,
+    by_rust: usize,
+    by_python: usize,
+    ready: usize,
+    unacked: usize,
+    unacked_index: usize,
+}
+
+impl Setup {
+    async fn new() -> Self {
+        let redis = redis_conn(0).await;
+        let (prefix, queue) = (key_prefix(), unique("shared"));
+        let set = format!("{prefix}marks");
+        let mut app = PyApp::new(&redis_url(0), &queue);
+        app.keyprefix = Some(prefix.clone());
+        app.visibility_timeout = Some(VISIBILITY_TIMEOUT);
+        app.acks_late = true;
+        app.mark_redis = Some(redis_url(0));
+        app.mark_set = Some(set.clone());
+        let _keys = RedisKeys::new(0, &prefix);
+        Setup {
+            prefix,
+            queue,
+            set,
+            app,
+            redis,
+            _keys,
+        }
+    }
+
+    async fn rust_consumer(&self) -> Result<ChildGuard> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_interop_consumer"));
+        let vt = VISIBILITY_TIMEOUT.to_string();
+        cmd.args(["--broker", &redis_url(0), "--queue", &self.queue])
+            .args([
+                "--global-keyprefix",
+                &self.prefix,
+                "--visibility-timeout",
+                &vt,
+            ])
+            .args(["--mark-redis", &redis_url(0), "--mark-set", &self.set])
+            // Close to the Python side's 2 processes × prefetch multiplier,
+            // so neither consumer finishes the queue alone before the kill.
+            .args(["--prefetch", "4"]);
+        let mut child = ChildGuard::spawn("rust-consumer", cmd)?;
+        let started = wait_until(
+            "the Rust consumer to print `consuming`",
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || {
+                let state = match child.exited() {
+                    Some(status) => Err(anyhow::anyhow!("rust consumer exited: {status}")),
+                    None => Ok(child.log_tail(5).contains("consuming").then_some(())),
+                };
+                async move { state }
+            },
+        )
+        .await;
+        started.with_context(|| child.log_tail(30))?;
+        Ok(child)
+    }
+
+    async fn publish(&self) -> Result<()> {
+        let mut opts = RedisOptions::from_url(&redis_url(0))?;
+        opts.global_keyprefix = self.prefix.clone();
+        let transport = RedisTransport::connect(opts).await?;
+        let mut kwargs = Map::new();
+        kwargs.insert("sleep".into(), json!(TASK_SLEEP));
+        for _ in 0..TOTAL {
+            let task = TaskMessage::new("interop.mark", vec![], kwargs.clone());
+            let message = task.encode(&EncodeOptions::default())?;
+            transport
+                .publish(&Route::queue(&self.queue), &message)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn progress(&self) -> Result<Progress> {
+        let p = &self.prefix;
+        let lists: Vec<String> = ["", "\x06\x163", "\x06\x166", "\x06\x169"]
+            .iter()
+            .map(|step| format!("{p}{}{step}", self.queue))
+            .collect();
+        let mut pipe = redis::pipe();
+        pipe.scard(&self.set)
+            .get(format!("{}:count:rust", self.set))
+            .get(format!("{}:count:py", self.set));
+        for l in &lists {
+            pipe.llen(l);
+        }
+        pipe.hlen(format!("{p}unacked"))
+            .zcard(format!("{p}unacked_index"));
+        let mut conn = self.redis.clone();
+        let (marked, rust, py, l0, l3, l6, l9, unacked, index): (
+            usize,
+            Option<usize>,
+            Option<usize>,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+        ) = pipe.query_async(&mut conn).await?;
+        Ok(Progress {
+            marked,
+            by_rust: rust.unwrap_or(0),
+            by_python: py.unwrap_or(0),
+            ready: l0 + l3 + l6 + l9,
+            unacked,
+            unacked_index: index,
+        })
+    }
+
+    /// Poll until `done(progress)`, failing with the progress and both logs.
+    async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        consumers: &mut [&mut ChildGuard],
+        done: impl Fn(&Progress) -> bool,
+    ) -> Result<Progress> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let p = self.progress().await?;
+            if done(&p) {
+                return Ok(p);
+            }
+            let dead = consumers
+                .iter_mut()
+                .find_map(|c| c.exited().map(|s| (c.name().to_owned(), s)));
+            if Instant::now() >= deadline || dead.is_some() {
+                let logs: Vec<String> = consumers.iter().map(|c| c.log_tail(25)).collect();
+                bail!(
+                    "waiting for {what}: {}; progress {p:?}\n{}",
+                    dead.map_or(format!("timed out after {timeout:?}"), |(n, s)| format!(
+                        "{n} exited: {s}"
+                    )),
+                    logs.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn run(victim: Victim) -> Result<()> {
+    let s = Setup::new().await;
+    let mut rust = s.rust_consumer().await?;
+    let mut py = s.app.start_worker("prefork", 2).await?;
+    s.publish().await?;
+    let midway = s
+        .wait_for(
+            "both consumers to have run tasks",
+            Duration::from_secs(60),
+            &mut [&mut rust, &mut py],
+            |p| p.by_rust >= 20 && p.by_python >= 20 && p.marked >= TOTAL / 5,
+        )
+        .await?;
+    if midway.marked >= TOTAL - 100 {
+        bail!(
+            "all but {} tasks ran before the kill: {midway:?}",
+            TOTAL - midway.marked
+        );
+    }
+    match victim {
+        Victim::Rust => {
+            rust.kill()?;
+            rust = s.rust_consumer().await?;
+        }
+        Victim::Python => {
+            py.kill()?;
+            py = s.app.start_worker("prefork", 2).await?;
+        }
+    }
+    let end = s
+        .wait_for(
+            "every task marked, queue and unacked empty",
+            Duration::from_secs(150),
+            &mut [&mut rust, &mut py],
+            |p| p.marked == TOTAL && p.ready == 0 && p.unacked == 0 && p.unacked_index == 0,
+        )
+        .await?;
+    let runs = end.by_rust + end.by_python;
+    println!(
+        "{victim:?} killed at {} marked: {TOTAL} tasks, {runs} executions \
+         (rust {}, python {}), {} duplicates",
+        midway.marked,
+        end.by_rust,
+        end.by_python,
+        runs - TOTAL
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn shared_queue_survives_kill_of_rust_consumer() -> Result<()> {
+    run(Victim::Rust).await
+}
+
+#[tokio::test]
+async fn shared_queue_survives_kill_of_python_worker() -> Result<()> {
+    run(Victim::Python).await
+}
