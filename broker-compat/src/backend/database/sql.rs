@@ -106,73 +106,91 @@ impl Statements {
     pub fn new(dialect: DbDialect, table: &Qualified, layout: ResultLayout, id: &IdSource) -> Self {
         let t = table.sql();
         let cols = value_columns(layout);
-        let n = cols.len();
-        let placeholder = |i: usize, c: &str| match c {
-            "date_done" => timestamp_param(dialect, i),
-            _ => param(dialect, i),
-        };
+        let values: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match *c {
+                "date_done" => timestamp_param(dialect, i + 1),
+                _ => param(dialect, i + 1),
+            })
+            .collect();
+        let task_id = param(dialect, cols.len() + 1);
         let lock = if dialect == DbDialect::Sqlite {
             ""
         } else {
             " FOR UPDATE"
         };
-        let select_for_update = format!(
-            "SELECT status FROM {t} WHERE task_id = {}{lock}",
-            param(dialect, 1)
-        );
-        let (id_col, id_val) = match id {
-            IdSource::Sequence(seq) if dialect == DbDialect::Postgres => {
-                ("id, ", format!("nextval('{seq}'), "))
-            }
-            IdSource::Sequence(seq) => ("id, ", format!("NEXTVAL({seq}), ")),
-            IdSource::AutoIncrement => ("", String::new()),
-        };
-        let values: Vec<String> = cols
-            .iter()
-            .enumerate()
-            .map(|(i, c)| placeholder(i + 1, c))
-            .collect();
-        let insert = format!(
-            "INSERT INTO {t} ({id_col}{}, task_id) VALUES ({id_val}{}, {})",
-            cols.join(", "),
-            values.join(", "),
-            param(dialect, n + 1)
-        );
-        let sets: Vec<String> = cols
-            .iter()
-            .zip(&values)
-            .map(|(c, v)| format!("{c} = {v}"))
-            .collect();
-        // Celery sets every column it maps from the meta; stamps is never
-        // in ours, so it is cleared like Celery clears an absent key.
-        let stamps = if layout == ResultLayout::Celery57 {
-            ", stamps = NULL"
-        } else {
-            ""
-        };
-        let update = format!(
-            "UPDATE {t} SET {}{stamps} WHERE task_id = {}",
-            sets.join(", "),
-            param(dialect, n + 1)
-        );
-        let children = if layout == ResultLayout::Celery57 {
-            "children"
-        } else {
-            "NULL"
-        };
-        let get = format!(
-            "SELECT status, result, {}, traceback, {children}, name, args, kwargs, worker, \
-             retries, queue FROM {t} WHERE task_id = {}",
-            as_text(dialect, "date_done"),
-            param(dialect, 1)
-        );
         Statements {
-            select_for_update,
-            insert,
-            update,
-            get,
+            select_for_update: format!(
+                "SELECT status FROM {t} WHERE task_id = {}{lock}",
+                param(dialect, 1)
+            ),
+            insert: insert_sql(dialect, &t, id, &cols, &values, &task_id),
+            update: update_sql(&t, layout, &cols, &values, &task_id),
+            get: get_sql(dialect, &t, layout),
         }
     }
+}
+
+fn insert_sql(
+    dialect: DbDialect,
+    t: &str,
+    id: &IdSource,
+    cols: &[&str],
+    values: &[String],
+    task_id: &str,
+) -> String {
+    let (id_col, id_val) = match id {
+        IdSource::Sequence(seq) if dialect == DbDialect::Postgres => {
+            ("id, ", format!("nextval('{seq}'), "))
+        }
+        IdSource::Sequence(seq) => ("id, ", format!("NEXTVAL({seq}), ")),
+        IdSource::AutoIncrement => ("", String::new()),
+    };
+    format!(
+        "INSERT INTO {t} ({id_col}{}, task_id) VALUES ({id_val}{}, {task_id})",
+        cols.join(", "),
+        values.join(", "),
+    )
+}
+
+fn update_sql(
+    t: &str,
+    layout: ResultLayout,
+    cols: &[&str],
+    values: &[String],
+    task_id: &str,
+) -> String {
+    let sets: Vec<String> = cols
+        .iter()
+        .zip(values)
+        .map(|(c, v)| format!("{c} = {v}"))
+        .collect();
+    // Celery sets every column it maps from the meta; stamps is never in
+    // ours, so it is cleared as Celery clears a key absent from the meta.
+    let stamps = if layout == ResultLayout::Celery57 {
+        ", stamps = NULL"
+    } else {
+        ""
+    };
+    format!(
+        "UPDATE {t} SET {}{stamps} WHERE task_id = {task_id}",
+        sets.join(", ")
+    )
+}
+
+fn get_sql(dialect: DbDialect, t: &str, layout: ResultLayout) -> String {
+    let children = if layout == ResultLayout::Celery57 {
+        "children"
+    } else {
+        "NULL"
+    };
+    format!(
+        "SELECT status, result, {}, traceback, {children}, name, args, kwargs, worker, \
+         retries, queue FROM {t} WHERE task_id = {}",
+        as_text(dialect, "date_done"),
+        param(dialect, 1)
+    )
 }
 
 #[cfg(test)]
