@@ -736,17 +736,25 @@ struct Server {
 
 impl Server {
     fn start(port: u16) -> Server {
+        Server::spawn(port, &[])
+    }
+
+    /// `redis-server [extra…] --port <port>` without persistence.
+    fn spawn(port: u16, extra: &[&str]) -> Server {
+        let port_s = port.to_string();
+        let mut args = extra.to_vec();
+        args.extend([
+            "--port",
+            &port_s,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--bind",
+            "127.0.0.1",
+        ]);
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--bind",
-                "127.0.0.1",
-            ])
+            .args(args)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server must be installed for this test");
@@ -837,4 +845,42 @@ async fn consumer_survives_a_redis_restart() {
     delivery.ack().await.unwrap();
     assert_eq!(t.queue_depth("q").await.unwrap(), Default::default());
     drop(server);
+}
+
+#[tokio::test]
+async fn sentinel_urls_find_the_master() {
+    let master = Server::start(spare_port());
+    master.wait_ready().await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("sentinel.conf");
+    let monitor = format!("sentinel monitor mymaster 127.0.0.1 {} 1\n", master.port);
+    std::fs::write(&conf, monitor).unwrap();
+    let sentinel = Server::spawn(spare_port(), &[conf.to_str().unwrap(), "--sentinel"]);
+    sentinel.wait_ready().await;
+    let url = format!(
+        "sentinel://127.0.0.1:{}/0;sentinel://127.0.0.1:1",
+        sentinel.port
+    );
+    let mut opts = RedisOptions::from_url(&url).unwrap();
+    assert!(matches!(
+        RedisTransport::connect(opts.clone()).await,
+        Err(broker_compat::Error::Config { .. })
+    ));
+    opts.master_name = Some("mymaster".into());
+    let t = RedisTransport::connect(opts).await.unwrap();
+    t.publish(&Route::queue("q"), &task("via-sentinel", 0))
+        .await
+        .unwrap();
+    let mut c = t.consume(&[QueueSpec::task_queue("q")], 1).await.unwrap();
+    let d = next(&mut c).await;
+    assert_eq!(id_of(&d), "via-sentinel");
+    d.ack().await.unwrap();
+    // The message really went to the master.
+    let mut raw = redis::Client::open(format!("redis://127.0.0.1:{}/0", master.port).as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let bindings: Vec<String> = raw.smembers("_kombu.binding.q").await.unwrap();
+    assert_eq!(bindings.len(), 1);
 }

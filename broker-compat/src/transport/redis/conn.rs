@@ -12,16 +12,18 @@ use tokio::sync::Mutex;
 
 use crate::Result;
 
+use super::source::Source;
+
 /// Owns the current connection (if any) for all clones of a transport.
 pub(crate) struct Connector {
-    client: redis::Client,
+    source: Source,
     current: Mutex<Option<MultiplexedConnection>>,
 }
 
 impl Connector {
-    pub(crate) fn new(client: redis::Client) -> Arc<Self> {
+    pub(crate) fn new(source: Source) -> Arc<Self> {
         Arc::new(Connector {
-            client,
+            source,
             current: Mutex::new(None),
         })
     }
@@ -35,8 +37,8 @@ impl Connector {
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(5)))
                     .set_response_timeout(Some(Duration::from_secs(30)));
-                let mc = self
-                    .client
+                let client = self.source.client().await?;
+                let mc = client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await?;
                 *current = Some(mc.clone());
@@ -47,6 +49,11 @@ impl Connector {
             mc,
             connector: self.clone(),
         })
+    }
+
+    /// A client for a dedicated connection (pub/sub), resolved like ours.
+    pub(crate) async fn client(&self) -> Result<redis::Client> {
+        self.source.client().await
     }
 
     async fn forget(&self) {

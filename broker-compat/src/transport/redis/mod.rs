@@ -24,6 +24,7 @@ mod qos;
 mod restore;
 mod routing;
 mod scripts;
+mod source;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,7 +35,7 @@ use crate::protocol::Message;
 use crate::transport::{
     Consumer, ExchangeType, QueueDepth, QueueSpec, Route, Subscription, Transport,
 };
-use crate::{Error, Result};
+use crate::Result;
 
 pub use keys::Keys;
 pub use options::{FanoutPrefix, RedisOptions};
@@ -49,7 +50,6 @@ pub struct RedisTransport {
 /// What every part of the transport shares.
 pub(crate) struct Inner {
     connector: Arc<conn::Connector>,
-    pub(crate) client: redis::Client,
     pub(crate) keys: Keys,
     pub(crate) opts: RedisOptions,
     /// kombu's `Channel._expires`: queues declared with `x-expires` (ms).
@@ -63,6 +63,11 @@ impl Inner {
     /// The shared connection (re-opened after a connection error).
     pub(crate) async fn conn(&self) -> Result<conn::Conn> {
         self.connector.get().await
+    }
+
+    /// A client for a dedicated (pub/sub) connection.
+    pub(crate) async fn client(&self) -> Result<redis::Client> {
+        self.connector.client().await
     }
 
     pub(crate) fn queue_expires(&self, queue: &str) -> Option<u64> {
@@ -105,17 +110,12 @@ impl Inner {
 impl RedisTransport {
     /// Connect (fails fast with a transient error when Redis is down).
     pub async fn connect(opts: RedisOptions) -> Result<Self> {
-        let client = redis::Client::open(opts.url.as_str()).map_err(|e| Error::InvalidUrl {
-            url: opts.masked_url(),
-            reason: e.to_string(),
-        })?;
-        let connector = conn::Connector::new(client.clone());
+        let connector = conn::Connector::new(source::Source::new(&opts)?);
         connector.get().await?;
         tracing::debug!(url = %opts.masked_url(), "redis transport connected");
         Ok(RedisTransport {
             inner: Arc::new(Inner {
                 connector,
-                client,
                 keys: Keys::new(&opts),
                 opts,
                 expires: Mutex::new(HashMap::new()),

@@ -51,6 +51,9 @@ pub struct RedisOptions {
     /// 10th idle poll of 10 s (~100 s); a sweep costs one SET NX and one
     /// ZRANGE, so we default to the 10 s interval without the throttle.
     pub restore_interval: Duration,
+    /// Sentinel: the monitored master's name (kombu transport option
+    /// `master_name`, required with `sentinel://` URLs).
+    pub master_name: Option<String>,
     /// Not a kombu option: the longest pause between two pop attempts of an
     /// idle consumer (we poll a Lua script instead of BRPOP, see `consumer.rs`).
     pub poll_max_interval: Duration,
@@ -58,25 +61,33 @@ pub struct RedisOptions {
 
 impl RedisOptions {
     /// Parse a broker URL (`redis://[user:pass@]host[:port][/db]`,
-    /// `rediss://…?ssl_cert_reqs=required`, `unix:///path?db=N`) with kombu's
-    /// default transport options.
+    /// `rediss://…?ssl_cert_reqs=required`, `unix:///path?db=N`,
+    /// `sentinel://host:port[;sentinel://…]` — then set `master_name`) with
+    /// kombu's default transport options.
     pub fn from_url(raw: &str) -> Result<Self> {
         let invalid = |reason: &str| Error::InvalidUrl {
             url: mask_password(raw),
             reason: reason.to_owned(),
         };
-        let parsed = Url::parse(raw).map_err(|e| invalid(&e.to_string()))?;
+        let first = raw.split(';').next().unwrap_or(raw).trim();
+        let parsed = Url::parse(first).map_err(|e| invalid(&e.to_string()))?;
         let db = match parsed.scheme() {
             "redis" | "rediss" => db_from_path(parsed.path()).ok_or_else(|| {
                 invalid("the path must be a database number (redis://host:port/<db>)")
             })?,
             "unix" | "redis+unix" => query_db(&parsed).ok_or_else(|| invalid("bad db= value"))?,
-            "sentinel" => return Err(invalid("sentinel:// is not supported by this transport")),
+            // kombu: `sentinel://h1:26379;sentinel://h2:26379`, db from the first.
+            "sentinel" => db_from_path(parsed.path()).ok_or_else(|| invalid("bad db in path"))?,
             other => return Err(invalid(&format!("unsupported scheme {other:?}"))),
         };
         check_ssl_cert_reqs(&parsed).map_err(|r| invalid(&r))?;
+        let url = if parsed.scheme() == "sentinel" {
+            raw.to_owned()
+        } else {
+            client_url(&parsed)
+        };
         Ok(RedisOptions {
-            url: client_url(&parsed),
+            url,
             db,
             ..RedisOptions::default_for(raw)
         })
@@ -98,6 +109,7 @@ impl RedisOptions {
             unacked_mutex_expire: Duration::from_secs(300),
             unacked_restore_limit: None,
             restore_interval: Duration::from_secs(10),
+            master_name: None,
             poll_max_interval: Duration::from_millis(50),
         }
     }
@@ -187,6 +199,8 @@ mod tests {
             2
         );
         assert!(RedisOptions::from_url("redis://h/x").is_err());
+        let s = RedisOptions::from_url("sentinel://:pw@a:26379/2;sentinel://b:26380").unwrap();
+        assert_eq!((s.db, s.url.contains("b:26380")), (2, true));
         let err = RedisOptions::from_url("redis://u:secret@h/x").unwrap_err();
         assert!(!err.to_string().contains("secret"));
     }

@@ -40,7 +40,7 @@ impl RedisSubscription {
 
     /// The channel pattern subscribed to (with `global_keyprefix`).
     async fn connect(&mut self) -> Result<()> {
-        let mut pubsub = self.inner.client.get_async_pubsub().await?;
+        let mut pubsub = self.inner.client().await?.get_async_pubsub().await?;
         pubsub.psubscribe(&self.pattern).await?;
         self.stream = Some(pubsub.into_on_message());
         self.retry_at = None;
