@@ -54,6 +54,7 @@ pub fn unix_seconds(t: DateTime<Utc>) -> f64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
