@@ -2,8 +2,15 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
+
+use broker_compat::transport::amqp::{AmqpOptions, AmqpTransport};
+use broker_compat::transport::redis::{RedisOptions, RedisTransport};
+use broker_compat::transport::Transport;
 
 pub fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -25,14 +32,6 @@ pub fn fixture_messages(name: &str) -> Vec<Value> {
         .unwrap_or_else(|| panic!("{name} has no messages"))
         .clone()
 }
-
-use std::process::Command;
-use std::sync::Arc;
-use std::time::Duration;
-
-use broker_compat::transport::amqp::{AmqpOptions, AmqpTransport};
-use broker_compat::transport::redis::{RedisOptions, RedisTransport};
-use broker_compat::transport::Transport;
 
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 pub const WAIT: Duration = Duration::from_secs(10);
