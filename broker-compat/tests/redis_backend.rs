@@ -306,7 +306,10 @@ async fn concurrent_success_writes_store_exactly_once() {
         }
     }
     assert_eq!(stored, 1);
-    let _: () = conn.del(format!("{prefix}celery-task-meta-{id}")).await.unwrap();
+    let _: () = conn
+        .del(format!("{prefix}celery-task-meta-{id}"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
