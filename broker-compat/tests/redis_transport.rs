@@ -819,6 +819,13 @@ async fn consumer_survives_a_redis_restart() {
         .unwrap();
     let d = next(&mut c).await;
     d.ack().await.unwrap();
+    let ev = QueueSpec {
+        exchange: "celeryev".into(),
+        exchange_type: ExchangeType::Fanout,
+        routing_key: "worker.#".into(),
+        ..QueueSpec::task_queue("celeryev.restart")
+    };
+    let mut sub = t.subscribe(&ev).await.unwrap();
 
     server.kill();
     let err = t
@@ -844,6 +851,23 @@ async fn consumer_survives_a_redis_restart() {
     assert_eq!(id_of(&delivery), "after");
     delivery.ack().await.unwrap();
     assert_eq!(t.queue_depth("q").await.unwrap(), Default::default());
+
+    // The subscription reconnects too (broadcasts sent while it was down are
+    // lost, as with kombu, so keep sending until one arrives).
+    let route = Route {
+        exchange: "celeryev".into(),
+        exchange_type: ExchangeType::Fanout,
+        routing_key: "worker.heartbeat".into(),
+    };
+    loop {
+        assert!(Instant::now() < deadline, "subscription did not resume");
+        t.publish(&route, &task("hb", 0)).await.unwrap();
+        match timeout(Duration::from_millis(200), sub.next()).await {
+            Ok(Ok(m)) => break assert_eq!(m.task_id(), Some("hb")),
+            Ok(Err(e)) => assert!(e.is_transient(), "{e}"),
+            Err(_) => {}
+        }
+    }
     drop(server);
 }
 
