@@ -90,7 +90,10 @@ impl Executor {
             return self.fail(req, exc, traceback, self.ignore_result(req)).await;
         }
         tracing::info!(task_id = %id, "Task {}[{}] retry: Retry in {}s", req.display_name(), id, countdown.as_secs_f64());
-        self.store(req, TaskResult::retry(id, exc, traceback.clone())).await;
+        let mut state = TaskResult::retry(id, exc, traceback.clone());
+        // Celery counts the retry message it sent as a child of this task.
+        state.children = Some(vec![serde_json::json!([[id, null], null])]);
+        self.store(req, state).await;
         self.settle(req, Settlement::Ack).await;
         self.metrics.task(TaskEvent::Retried, self.metric_name(req), &req.queue);
         let event = Event::task_retried(id, &exc.repr(), traceback.as_deref().unwrap_or(""));
