@@ -17,6 +17,9 @@ use lapin::types::{AMQPValue, FieldTable};
 use serde_json::{json, Map, Value};
 
 const VHOST: &str = "celeriac-amqp-transport-test";
+/// Only the forced-close test connects here: the broker closes every
+/// connection of this vhost at once.
+const FORCED_VHOST: &str = "celeriac-amqp-transport-forced";
 const WAIT: Duration = Duration::from_secs(10);
 
 fn rabbitmqctl(args: &[&str]) -> std::process::Output {
@@ -31,9 +34,20 @@ fn vhost() -> &'static str {
     static READY: OnceLock<()> = OnceLock::new();
     READY.get_or_init(|| {
         let _ = rabbitmqctl(&["delete_vhost", VHOST]);
+        let _ = rabbitmqctl(&["delete_vhost", FORCED_VHOST]);
         for args in [
             vec!["add_vhost", VHOST],
             vec!["set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*"],
+            vec!["add_vhost", FORCED_VHOST],
+            vec![
+                "set_permissions",
+                "-p",
+                FORCED_VHOST,
+                "guest",
+                ".*",
+                ".*",
+                ".*",
+            ],
         ] {
             let out = rabbitmqctl(&args);
             assert!(
@@ -240,7 +254,7 @@ async fn captured_messages_round_trip_with_py_amqp_types() {
 
 fn rabbitmqctl_json(args: &[&str]) -> Vec<Value> {
     let mut all = args.to_vec();
-    all.extend(["-p", VHOST, "--formatter", "json", "--quiet"]);
+    all.extend(["--formatter", "json", "--quiet"]);
     let out = rabbitmqctl(&all);
     assert!(
         out.status.success(),
@@ -330,6 +344,8 @@ async fn declares_what_the_python_worker_declared() {
     let q_keys = ["durable", "auto_delete", "exclusive", "arguments"];
     let queues = rabbitmqctl_json(&[
         "list_queues",
+        "-p",
+        VHOST,
         "name",
         "durable",
         "auto_delete",
@@ -350,6 +366,8 @@ async fn declares_what_the_python_worker_declared() {
     let x_keys = ["type", "durable", "auto_delete", "internal", "arguments"];
     let exchanges = rabbitmqctl_json(&[
         "list_exchanges",
+        "-p",
+        VHOST,
         "name",
         "type",
         "durable",
@@ -520,7 +538,7 @@ async fn reject_requeues_or_drops() {
     t.publish(&Route::queue(&queue), &simple("again"))
         .await
         .unwrap();
-    let mut consumer = t.consume(&[spec.clone()], 4).await.unwrap();
+    let mut consumer = t.consume(std::slice::from_ref(&spec), 4).await.unwrap();
     let d = next(&mut consumer).await;
     assert!(!d.info.redelivered);
     d.reject(true).await.unwrap();
@@ -603,7 +621,7 @@ async fn connection_loss_requeues_unacked_deliveries() {
         .publish(&Route::queue(&queue), &simple("held"))
         .await
         .unwrap();
-    let mut consumer = first.consume(&[spec.clone()], 4).await.unwrap();
+    let mut consumer = first.consume(std::slice::from_ref(&spec), 4).await.unwrap();
     let held = next(&mut consumer).await;
     assert!(!held.info.redelivered);
     first.close().await.unwrap();
@@ -624,7 +642,7 @@ async fn add_cancel_and_stop() {
     let t = transport().await;
     let (a, b) = (unique("a"), unique("b"));
     let (spec_a, spec_b) = (QueueSpec::task_queue(&a), QueueSpec::task_queue(&b));
-    let mut consumer = t.consume(&[spec_a.clone()], 8).await.unwrap();
+    let mut consumer = t.consume(std::slice::from_ref(&spec_a), 8).await.unwrap();
     consumer.add_queue(&spec_b).await.unwrap();
     assert_eq!(consumer.queues(), vec![spec_a.clone(), spec_b.clone()]);
     t.publish(&Route::queue(&b), &simple("b")).await.unwrap();
@@ -703,4 +721,98 @@ async fn kombu_url_spelling_connects_to_the_default_vhost() {
         "{missing}"
     );
     assert!(!missing.is_transient(), "{missing}");
+}
+
+#[tokio::test]
+async fn broker_forced_close_is_transient_and_requeues() {
+    let name = unique("celeriac-forced");
+    let options = AmqpOptions::from_url(&url())
+        .unwrap()
+        .with_vhost(FORCED_VHOST)
+        .with_connection_name(&name);
+    let first = AmqpTransport::connect(options.clone()).await.unwrap();
+    let queue = unique("forced");
+    let spec = QueueSpec::task_queue(&queue);
+    first.declare_queue(&spec).await.unwrap();
+    first
+        .publish(&Route::queue(&queue), &simple("held"))
+        .await
+        .unwrap();
+    let mut consumer = first.consume(std::slice::from_ref(&spec), 4).await.unwrap();
+    let held = next(&mut consumer).await;
+
+    let connections =
+        rabbitmqctl_json(&["list_connections", "pid", "client_properties", "timeout"]);
+    let ours = connections
+        .iter()
+        .find(|c| c["client_properties"].to_string().contains(&name))
+        .unwrap_or_else(|| panic!("connection {name} not listed: {connections:?}"));
+    let heartbeat = ours["timeout"].as_u64().unwrap();
+    assert!(
+        (1..=120).contains(&heartbeat),
+        "heartbeat {heartbeat} s negotiated"
+    );
+    let out = rabbitmqctl(&[
+        "close_all_connections",
+        "--vhost",
+        FORCED_VHOST,
+        "celeriac test",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let lost = tokio::time::timeout(WAIT, consumer.next())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(lost.is_transient(), "{lost}");
+    let publish = first
+        .publish(&Route::queue(&queue), &simple("x"))
+        .await
+        .unwrap_err();
+    assert!(publish.is_transient(), "{publish}");
+    assert!(held.ack().await.unwrap_err().is_transient());
+
+    // The documented recovery: a fresh connect + consume gets it back.
+    let second = AmqpTransport::connect(options).await.unwrap();
+    let mut consumer = second.consume(&[spec], 4).await.unwrap();
+    let again = next(&mut consumer).await;
+    assert!(again.info.redelivered);
+    assert_eq!(again.message.body, b"held");
+    again.ack().await.unwrap();
+}
+
+#[tokio::test]
+async fn next_is_cancellation_safe() {
+    let t = transport().await;
+    let queue = unique("cancel-safe");
+    let spec = QueueSpec::task_queue(&queue);
+    t.declare_queue(&spec).await.unwrap();
+    let mut consumer = t.consume(&[spec], 50).await.unwrap();
+    for i in 0..50 {
+        t.publish(&Route::queue(&queue), &simple(&i.to_string()))
+            .await
+            .unwrap();
+    }
+    // Drop the `next()` future again and again, mostly mid-wait: nothing is lost.
+    let mut got = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while got.len() < 50 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 50 received",
+            got.len()
+        );
+        if let Ok(d) = tokio::time::timeout(Duration::from_micros(50), consumer.next()).await {
+            let d = d.unwrap();
+            got.push(String::from_utf8(d.message.body.clone()).unwrap());
+            d.ack().await.unwrap();
+        }
+    }
+    let want: Vec<String> = (0..50).map(|i| i.to_string()).collect();
+    assert_eq!(got, want);
+    wait_ready(&t, &queue, 0).await;
 }
