@@ -128,10 +128,30 @@ pub fn event_message(hostname: &str, body: Vec<u8>) -> Message {
     }
 }
 
+/// Celery's `utcoffset`: hours **west** of UTC, from the local offset in
+/// seconds **east** of UTC (chrono's `Local` offset). UTC+2 → `-2.0`;
+/// UTC → `0.0` (never `-0.0`, which would serialize differently).
+pub fn utcoffset_hours(seconds_east: i32) -> f64 {
+    -f64::from(seconds_east) / 3600.0 + 0.0
+}
+
 /// `time.time()`.
 fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utcoffset_is_hours_west_and_never_negative_zero() {
+        assert_eq!(utcoffset_hours(7200), -2.0);
+        assert_eq!(utcoffset_hours(-18000), 5.0);
+        assert_eq!(utcoffset_hours(19800), -5.5);
+        assert_eq!(pyjson::to_string(&Value::from(utcoffset_hours(0))), "0.0");
+    }
 }

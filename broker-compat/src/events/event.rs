@@ -80,7 +80,8 @@ impl Event {
         let has_timestamp = self.fields.contains_key("timestamp");
         let mut out = Map::new();
         out.insert("hostname".into(), Value::from(stamp.hostname));
-        out.insert("utcoffset".into(), Value::from(stamp.utcoffset));
+        // `+ 0.0` turns -0.0 into 0.0: Python prints `0.0` for UTC.
+        out.insert("utcoffset".into(), Value::from(stamp.utcoffset + 0.0));
         out.insert("pid".into(), Value::from(stamp.pid));
         out.insert("clock".into(), Value::from(stamp.clock));
         for (k, v) in self.fields {

@@ -11,8 +11,8 @@ mod worker_event;
 
 pub use clock::LamportClock;
 pub use dispatcher::{
-    event_exchange_type, event_message, EventDispatcher, BATCH_LIMIT, EVENT_EXCHANGE,
-    MULTI_ROUTING_KEY,
+    event_exchange_type, event_message, utcoffset_hours, EventDispatcher, BATCH_LIMIT,
+    EVENT_EXCHANGE, MULTI_ROUTING_KEY,
 };
 pub use event::{routing_key_for, Event, Stamp};
 pub use receiver::EventReceiver;
