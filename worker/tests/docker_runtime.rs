@@ -1,6 +1,7 @@
 //! The docker runtime against the real Docker engine on this machine, driven
 //! as the executor drives it: `start`, `wait`, the logs channel to its end,
 //! `read_file`, then `cleanup`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -280,4 +281,29 @@ async fn an_unreachable_daemon_is_unavailable() {
         .err()
         .expect("started without a daemon");
     assert_eq!(err.kind, RuntimeErrorKind::Unavailable, "{err}");
+}
+
+#[tokio::test]
+async fn pull_always_does_not_run_a_stale_local_copy_when_the_registry_is_down() {
+    let docker = TestDocker::new().await;
+    let (tx, _rx) = mpsc::channel(1);
+    let spec = spec("true", "pull = \"always\"");
+    let err = docker.runtime.start(&spec, tx).await.err().expect("ran without pulling");
+    assert_eq!(err.kind, RuntimeErrorKind::Unavailable, "{err}");
+    assert!(docker.containers().is_empty());
+}
+
+#[tokio::test]
+async fn a_stopped_container_left_by_an_earlier_delivery_is_replaced() {
+    let docker = TestDocker::new().await;
+    let spec = spec("echo second", "");
+    let name = format!("celeriac-{}", spec.task_id);
+    let label = format!("{}={}", support::docker::TEST_LABEL, docker.label);
+    let args = ["create", "--name", &name, "--label", &label, images::BUSYBOX, "/bin/busybox", "true"];
+    let out = images::docker(&args).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut ran = run(&docker, &spec).await;
+    assert_eq!(ran.stream(LogStream::Stdout), ["second"]);
+    ran.unit.cleanup().await.unwrap();
+    assert!(docker.containers().is_empty());
 }

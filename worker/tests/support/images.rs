@@ -16,7 +16,7 @@ const DOCKERFILE: &str =
 /// Panics with the reason when it cannot be built: the tests need it.
 pub fn busybox() -> &'static str {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    if let Err(e) = BUILT.get_or_init(|| ensure_busybox()) {
+    if let Err(e) = BUILT.get_or_init(ensure_busybox) {
         panic!("cannot build the test image {BUSYBOX}: {e}");
     }
     BUSYBOX

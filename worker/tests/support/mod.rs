@@ -3,3 +3,6 @@
 
 pub mod docker;
 pub mod images;
+pub mod client;
+pub mod http;
+pub mod worker;

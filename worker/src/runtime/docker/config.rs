@@ -196,6 +196,7 @@ fn invalid(detail: String) -> RuntimeError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::routing::Routing;

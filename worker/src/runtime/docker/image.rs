@@ -80,6 +80,7 @@ fn split_reference(image: &str) -> (&str, Option<&str>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::split_reference;
 

@@ -257,6 +257,7 @@ fn failed(detail: String) -> RuntimeError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::single_file;
 
