@@ -44,24 +44,29 @@ pub fn python_bin() -> PathBuf {
 fn ensure_venv() -> Result<PathBuf> {
     let reqs = fs::read(requirements()).context("reading python/requirements.txt")?;
     let hash = format!("{:016x}", fnv1a(&reqs));
-    let dir = match std::env::var_os(VENV_ENV) {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => target_dir().join(format!("celeriac-py-venv-{hash}")),
-    };
+    let chosen = std::env::var_os(VENV_ENV).filter(|d| !d.is_empty());
+    // Only a venv we own (the hashed one under target/) may be wiped.
+    let owned = chosen.is_none();
+    let dir = chosen.map_or_else(
+        || target_dir().join(format!("celeriac-py-venv-{hash}")),
+        PathBuf::from,
+    );
     if is_ready(&dir, &hash) {
         return Ok(dir);
     }
     if let Some(parent) = dir.parent() {
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
-    let lock_path = dir.with_extension("lock");
+    let mut lock_path = dir.clone().into_os_string();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
     let lock = File::create(&lock_path)
         .with_context(|| format!("creating lock file {}", lock_path.display()))?;
     lock.lock()
         .with_context(|| format!("locking {}", lock_path.display()))?;
     // Another process may have finished while we waited for the lock.
     if !is_ready(&dir, &hash) {
-        build(&dir)?;
+        build(&dir, owned)?;
         fs::write(dir.join(STAMP), &hash).context("writing the venv stamp")?;
     }
     Ok(dir)
@@ -71,12 +76,16 @@ fn is_ready(dir: &Path, hash: &str) -> bool {
     fs::read_to_string(dir.join(STAMP)).is_ok_and(|s| s == hash)
 }
 
-fn build(dir: &Path) -> Result<()> {
-    if dir.exists() {
+/// Create the venv (unless `$CELERIAC_TEST_VENV` already is one) and
+/// install the requirements into it.
+fn build(dir: &Path, owned: bool) -> Result<()> {
+    if owned && dir.exists() {
         // A half-built venv from an interrupted run: start over.
         fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     }
-    run(Command::new("python3").arg("-m").arg("venv").arg(dir))?;
+    if !dir.join("bin").join("python").exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(dir))?;
+    }
     run(Command::new(dir.join("bin").join("pip"))
         .args(["install", "--disable-pip-version-check", "--no-input"])
         .args(["--timeout", "30", "--retries", "2", "-r"])
