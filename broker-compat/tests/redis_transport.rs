@@ -908,3 +908,29 @@ async fn sentinel_urls_find_the_master() {
     let bindings: Vec<String> = raw.smembers("_kombu.binding.q").await.unwrap();
     assert_eq!(bindings.len(), 1);
 }
+
+#[tokio::test]
+async fn non_ascii_queue_names_are_recorded_like_python_json() {
+    let mut e = env().await;
+    let q = "tâche-✓-😀";
+    e.transport
+        .publish(&Route::queue(q), &task("u", 0))
+        .await
+        .unwrap();
+    let stored = e.list(q).await.remove(0);
+    let mut c = e.consume(q, 1).await;
+    let d = next(&mut c).await;
+    // Python's json.dumps (ensure_ascii) of the routing key, surrogate pair included.
+    let (_, value) = e.unacked().await.remove(0);
+    assert_eq!(
+        value,
+        format!(r#"[{stored}, "", "t\u00e2che-\u2713-\ud83d\ude00"]"#)
+    );
+    c.stop().await.unwrap();
+    d.reject(true).await.unwrap();
+    let back: Value = serde_json::from_str(&e.list(q).await[0]).unwrap();
+    assert_eq!(
+        back["properties"]["delivery_info"]["redelivered"],
+        json!(true)
+    );
+}

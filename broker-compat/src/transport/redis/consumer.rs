@@ -157,22 +157,15 @@ impl Consumer for RedisConsumer {
 
 /// The pop loop. Exits when cancelled or when the receiver is gone.
 async fn run(shared: Arc<Shared>, tx: mpsc::Sender<Result<Delivery>>) {
-    let interval = shared.inner.opts.restore_interval;
+    let mut pacing = Pacing::default();
     let mut next_sweep = Instant::now();
-    let mut idle = Duration::ZERO;
-    let mut error_backoff = Duration::ZERO;
     while !shared.cancel.is_cancelled() {
-        if Instant::now() >= next_sweep {
-            next_sweep = Instant::now() + interval;
-            if let Err(e) = super::restore::restore_visible(&shared.inner).await {
-                tracing::debug!(error = %e, "visibility sweep failed; retried next interval");
-            }
-        }
+        maybe_sweep(&shared, &mut next_sweep).await;
         if !shared.qos.can_consume() {
             tokio::select! {
                 _ = shared.qos.changed.notified() => {}
                 _ = tokio::time::sleep_until(next_sweep) => {}
-                _ = shared.cancel.cancelled() => return,
+                _ = shared.cancel.cancelled() => {}
             }
             continue;
         }
@@ -183,33 +176,57 @@ async fn run(shared: Arc<Shared>, tx: mpsc::Sender<Result<Delivery>>) {
         };
         match pop(&shared).await {
             Ok(Some(item)) => {
-                idle = Duration::ZERO;
-                error_backoff = Duration::ZERO;
+                pacing = Pacing::default();
                 permit.send(item);
-                continue;
             }
             Ok(None) => {
-                error_backoff = Duration::ZERO;
                 drop(permit);
-                idle = (idle * 2).clamp(
-                    Duration::from_millis(1),
-                    shared.inner.opts.poll_max_interval,
-                );
-                wait(&shared, idle).await;
+                wait(&shared, pacing.empty(shared.inner.opts.poll_max_interval)).await;
             }
             Err(e) => {
-                let transient = e.is_transient();
-                // Report each failure once per outage so the caller sees it.
-                if error_backoff.is_zero() || !transient {
+                let (report, pause) = pacing.failed(e.is_transient());
+                if report {
                     permit.send(Err(e));
-                } else {
-                    drop(permit);
                 }
-                error_backoff =
-                    (error_backoff * 2).clamp(Duration::from_millis(50), MAX_ERROR_BACKOFF);
-                wait(&shared, error_backoff).await;
+                wait(&shared, pause).await;
             }
         }
+    }
+}
+
+/// The visibility sweep when the consumer starts, then every `restore_interval`.
+async fn maybe_sweep(shared: &Shared, next_sweep: &mut Instant) {
+    if Instant::now() < *next_sweep {
+        return;
+    }
+    *next_sweep = Instant::now() + shared.inner.opts.restore_interval;
+    if let Err(e) = super::restore::restore_visible(&shared.inner).await {
+        tracing::debug!(error = %e, "visibility sweep failed; retried next interval");
+    }
+}
+
+/// Pauses between pops: none while messages flow, doubling from 1 ms to the
+/// configured maximum while idle, and from 50 ms to 2 s while Redis fails.
+#[derive(Default)]
+struct Pacing {
+    idle: Duration,
+    error: Duration,
+}
+
+impl Pacing {
+    fn empty(&mut self, max: Duration) -> Duration {
+        self.error = Duration::ZERO;
+        self.idle =
+            (self.idle * 2).clamp(Duration::from_millis(1), max.max(Duration::from_millis(1)));
+        self.idle
+    }
+
+    /// Whether to report this error to the caller (once per outage for
+    /// transient errors, always otherwise) and how long to pause.
+    fn failed(&mut self, transient: bool) -> (bool, Duration) {
+        let report = self.error.is_zero() || !transient;
+        self.error = (self.error * 2).clamp(Duration::from_millis(50), MAX_ERROR_BACKOFF);
+        (report, self.error)
     }
 }
 
