@@ -721,6 +721,19 @@ async fn kombu_url_spelling_connects_to_the_default_vhost() {
         "{missing}"
     );
     assert!(!missing.is_transient(), "{missing}");
+
+    // With QoS decided by the caller, no server probe is made.
+    let forced = AmqpOptions::from_url(&url())
+        .unwrap()
+        .with_global_qos(false);
+    let t = AmqpTransport::connect(forced).await.unwrap();
+    assert_eq!(t.server().version, "");
+    let queue = unique("no-probe");
+    let consumer = t
+        .consume_amqp(&[QueueSpec::task_queue(&queue)], 1)
+        .await
+        .unwrap();
+    assert!(!consumer.global_qos());
 }
 
 #[tokio::test]

@@ -65,10 +65,16 @@ impl std::fmt::Debug for AmqpTransport {
 }
 
 impl AmqpTransport {
-    /// Connect (and read the server's version for the QoS decision).
+    /// Connect. Unless [`AmqpOptions::global_qos`] is set, first read the
+    /// server's product and version for the QoS decision (a short extra
+    /// socket that hangs up before authenticating: RabbitMQ logs it as
+    /// "client unexpectedly closed TCP connection"; set `global_qos` to skip it).
     pub async fn connect(options: AmqpOptions) -> Result<Self> {
         let uri = options.to_uri();
-        let server = server::probe(&uri, options.connect_timeout).await?;
+        let server = match options.global_qos {
+            Some(_) => ServerInfo::default(),
+            None => server::probe(&uri, options.connect_timeout).await?,
+        };
         let mut properties = ConnectionProperties::default();
         if let Some(name) = &options.connection_name {
             properties = properties.with_connection_name(name.as_str().into());
@@ -94,7 +100,7 @@ impl AmqpTransport {
         &self.options
     }
 
-    /// The broker's `product` and `version`.
+    /// The broker's `product` and `version` (empty when not probed).
     pub fn server(&self) -> &ServerInfo {
         &self.server
     }

@@ -89,6 +89,12 @@ impl AmqpOptions {
         self
     }
 
+    /// Decide QoS globality instead of asking the server (see [`Self::global_qos`]).
+    pub fn with_global_qos(mut self, global: bool) -> Self {
+        self.global_qos = Some(global);
+        self
+    }
+
     pub fn with_vhost(mut self, vhost: impl Into<String>) -> Self {
         self.vhost = vhost.into();
         self
