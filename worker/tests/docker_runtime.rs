@@ -288,7 +288,12 @@ async fn pull_always_does_not_run_a_stale_local_copy_when_the_registry_is_down()
     let docker = TestDocker::new().await;
     let (tx, _rx) = mpsc::channel(1);
     let spec = spec("true", "pull = \"always\"");
-    let err = docker.runtime.start(&spec, tx).await.err().expect("ran without pulling");
+    let err = docker
+        .runtime
+        .start(&spec, tx)
+        .await
+        .err()
+        .expect("ran without pulling");
     assert_eq!(err.kind, RuntimeErrorKind::Unavailable, "{err}");
     assert!(docker.containers().is_empty());
 }
@@ -299,11 +304,39 @@ async fn a_stopped_container_left_by_an_earlier_delivery_is_replaced() {
     let spec = spec("echo second", "");
     let name = format!("celeriac-{}", spec.task_id);
     let label = format!("{}={}", support::docker::TEST_LABEL, docker.label);
-    let args = ["create", "--name", &name, "--label", &label, images::BUSYBOX, "/bin/busybox", "true"];
+    let args = [
+        "create",
+        "--name",
+        &name,
+        "--label",
+        &label,
+        images::BUSYBOX,
+        "/bin/busybox",
+        "true",
+    ];
     let out = images::docker(&args).unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut ran = run(&docker, &spec).await;
     assert_eq!(ran.stream(LogStream::Stdout), ["second"]);
     ran.unit.cleanup().await.unwrap();
     assert!(docker.containers().is_empty());
+}
+
+#[tokio::test]
+async fn arguments_too_large_for_the_environment_still_arrive_on_stdin() {
+    let docker = TestDocker::new().await;
+    let mut spec = spec(r#"echo "env=${#CELERIAC_TASK_ARGS}"; wc -c"#, "");
+    spec.args = vec![json!("x".repeat(200_000))];
+    let mut ran = run(&docker, &spec).await;
+    assert_eq!(ran.exit.code, Some(0), "{:?}", ran.lines);
+    let length = payload::args_document(&spec).len();
+    assert_eq!(
+        ran.stream(LogStream::Stdout),
+        ["env=0".to_owned(), length.to_string()]
+    );
+    ran.unit.cleanup().await.unwrap();
 }

@@ -67,7 +67,13 @@ impl Client {
     }
 
     /// Send and wait: `{"id", "result", "raised", "raised_args", "state", "traceback"}`.
-    pub async fn call(&self, name: &str, args: Value, kwargs: Value, options: Value) -> Result<Value> {
+    pub async fn call(
+        &self,
+        name: &str,
+        args: Value,
+        kwargs: Value,
+        options: Value,
+    ) -> Result<Value> {
         let (a, k, o) = (args.to_string(), kwargs.to_string(), options.to_string());
         self.run(&["call", name, &a, &k, &o]).await
     }

@@ -88,16 +88,29 @@ pub struct Worker {
 
 impl Worker {
     /// The command line for `spec` in `dir` (routing file written there).
-    pub fn command(spec: &WorkerSpec, dir: &TempDir, node: &str, admin: SocketAddr) -> Result<Command> {
+    pub fn command(
+        spec: &WorkerSpec,
+        dir: &TempDir,
+        node: &str,
+        admin: SocketAddr,
+    ) -> Result<Command> {
         let mut cmd = Command::new(worker_bin());
-        cmd.args(["--broker", &spec.broker, "-Q", &spec.queue, "-n", node, "-E"])
-            .args(["-c", &spec.concurrency.to_string()])
-            .args(["--admin-addr", &admin.to_string()])
-            .arg("--log-dir")
-            .arg(dir.path().join("logs"))
-            .args(&spec.extra_args)
-            .env("RUST_LOG", "info")
-            .env_remove("AIRFLOW__CELERY__BROKER_URL");
+        cmd.args([
+            "--broker",
+            &spec.broker,
+            "-Q",
+            &spec.queue,
+            "-n",
+            node,
+            "-E",
+        ])
+        .args(["-c", &spec.concurrency.to_string()])
+        .args(["--admin-addr", &admin.to_string()])
+        .arg("--log-dir")
+        .arg(dir.path().join("logs"))
+        .args(&spec.extra_args)
+        .env("RUST_LOG", "info")
+        .env_remove("AIRFLOW__CELERY__BROKER_URL");
         if let Some(b) = &spec.backend {
             cmd.args(["--result-backend", b]);
         }
@@ -116,22 +129,33 @@ impl Worker {
         let admin = free_port()?;
         let cmd = Worker::command(spec, &dir, &node, admin)?;
         let child = ChildGuard::spawn("celeriac-worker", cmd)?;
-        let mut worker = Worker { node, queue: spec.queue.clone(), admin, dir, child };
+        let mut worker = Worker {
+            node,
+            queue: spec.queue.clone(),
+            admin,
+            dir,
+            child,
+        };
         worker.wait_ready().await?;
         Ok(worker)
     }
 
     pub async fn wait_ready(&mut self) -> Result<()> {
         let admin = self.admin;
-        let ready = wait_until("the worker's /readyz to be 200", READY_TIMEOUT, Duration::from_millis(50), || {
-            let exited = self.child.exited();
-            async move {
-                if let Some(status) = exited {
-                    bail!("the worker exited: {status}");
+        let ready = wait_until(
+            "the worker's /readyz to be 200",
+            READY_TIMEOUT,
+            Duration::from_millis(50),
+            || {
+                let exited = self.child.exited();
+                async move {
+                    if let Some(status) = exited {
+                        bail!("the worker exited: {status}");
+                    }
+                    Ok(matches!(http::get(admin, "/readyz").await, Ok((200, _))).then_some(()))
                 }
-                Ok(matches!(http::get(admin, "/readyz").await, Ok((200, _))).then_some(()))
-            }
-        })
+            },
+        )
         .await;
         ready.map_err(|e| anyhow::anyhow!("{e:#}\n{}", self.log_tail()))
     }
@@ -142,7 +166,11 @@ impl Worker {
 
     /// `<log-dir>/<queue>/<task_id>.log`.
     pub fn task_log(&self, task_id: &str) -> PathBuf {
-        self.dir.path().join("logs").join(&self.queue).join(format!("{task_id}.log"))
+        self.dir
+            .path()
+            .join("logs")
+            .join(&self.queue)
+            .join(format!("{task_id}.log"))
     }
 
     pub async fn metrics(&self) -> Result<String> {
@@ -159,12 +187,22 @@ impl Worker {
     }
 
     /// Poll `/metrics` until the sample reaches `at_least`.
-    pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], at_least: f64) -> Result<f64> {
+    pub async fn wait_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        at_least: f64,
+    ) -> Result<f64> {
         let what = format!("{name}{labels:?} >= {at_least}");
-        wait_until(&what, Duration::from_secs(20), Duration::from_millis(50), || async {
-            let v = self.metric(name, labels).await?;
-            Ok((v >= at_least).then_some(v))
-        })
+        wait_until(
+            &what,
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            || async {
+                let v = self.metric(name, labels).await?;
+                Ok((v >= at_least).then_some(v))
+            },
+        )
         .await
         .map_err(|e| anyhow::anyhow!("{e:#}\n{}", self.log_tail()))
     }
@@ -176,10 +214,15 @@ impl Worker {
 
     /// Wait for the worker to exit; its status text (`exit status: 0`).
     pub async fn wait_exit(&mut self, timeout: Duration) -> Result<String> {
-        let status = wait_until("the worker to exit", timeout, Duration::from_millis(50), || {
-            let exited = self.child.exited();
-            async move { Ok(exited) }
-        })
+        let status = wait_until(
+            "the worker to exit",
+            timeout,
+            Duration::from_millis(50),
+            || {
+                let exited = self.child.exited();
+                async move { Ok(exited) }
+            },
+        )
         .await;
         status.map_err(|e| anyhow::anyhow!("{e:#}\n{}", self.log_tail()))
     }
