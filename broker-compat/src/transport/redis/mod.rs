@@ -12,6 +12,19 @@
 //! dies in between. Here the pop and the bookkeeping are one Lua script; as
 //! scripts cannot block, idle consumers poll it with a short adaptive
 //! back-off (see `consumer.rs`).
+//!
+//! Other choices, each compatible with kombu peers on the same Redis:
+//! * `conn` (one multiplexed connection, re-opened after a connection error;
+//!   the failed command is reported, never re-sent) and `source` (a fixed
+//!   URL or the master Sentinel names, asked again on every reconnect).
+//! * Deliveries are scored with the Redis server clock (`TIME` in the pop
+//!   script) and the sweep compares against the same clock; kombu uses each
+//!   client's clock. Only clock skew between hosts can make the two differ.
+//! * reject(requeue)/restore are a compare-and-set script instead of kombu's
+//!   WATCH/MULTI; the pushed bytes are the same.
+//! * `global_keyprefix` is applied to every key and channel we touch,
+//!   including `ZREM unacked_index` (kombu master prefixes it too; spec §2.6
+//!   does not list it, but an unprefixed ZREM would leave the index stale).
 
 mod acker;
 mod conn;
