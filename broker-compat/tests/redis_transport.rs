@@ -934,3 +934,121 @@ async fn non_ascii_queue_names_are_recorded_like_python_json() {
         json!(true)
     );
 }
+
+/// A CA and a `localhost` server certificate made with openssl in `dir`.
+fn make_certs(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl must be installed for this test")
+            .success();
+        assert!(ok, "openssl {args:?} failed");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    ]);
+}
+
+#[tokio::test]
+async fn rediss_urls_verify_the_server_with_ssl_ca_certs() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let file = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    let port = spare_port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tls-auth-clients",
+            "no",
+        ])
+        .args([
+            "--tls-cert-file",
+            &file("server.pem"),
+            "--tls-key-file",
+            &file("server.key"),
+        ])
+        .args(["--tls-ca-cert-file", &file("ca.pem")])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed for this test");
+    let _server = Server { child, port };
+    let url = format!(
+        "rediss://localhost:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={}",
+        file("ca.pem")
+    );
+    let deadline = Instant::now() + WAIT;
+    let t = loop {
+        match RedisTransport::connect(RedisOptions::from_url(&url).unwrap()).await {
+            Ok(t) => break t,
+            Err(e) => assert!(e.is_transient() && Instant::now() < deadline, "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    t.publish(&Route::queue("q"), &task("tls", 0))
+        .await
+        .unwrap();
+    let mut c = t.consume(&[QueueSpec::task_queue("q")], 1).await.unwrap();
+    let d = next(&mut c).await;
+    assert_eq!(id_of(&d), "tls");
+    d.ack().await.unwrap();
+    // Without the CA the self-signed server is refused.
+    let plain = format!("rediss://localhost:{port}/0");
+    let refused = RedisTransport::connect(RedisOptions::from_url(&plain).unwrap()).await;
+    assert!(refused.is_err(), "an unverifiable certificate was accepted");
+}

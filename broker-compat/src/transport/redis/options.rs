@@ -1,6 +1,7 @@
 //! kombu's Redis transport options (`broker_transport_options`) with kombu's
 //! defaults, and the broker URL they go with.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use url::Url;
@@ -51,6 +52,13 @@ pub struct RedisOptions {
     /// 10th idle poll of 10 s (~100 s); a sweep costs one SET NX and one
     /// ZRANGE, so we default to the 10 s interval without the throttle.
     pub restore_interval: Duration,
+    /// `rediss://`: PEM file of the CA to trust instead of the system store
+    /// (kombu's `ssl_ca_certs` URL parameter).
+    pub ssl_ca_certs: Option<PathBuf>,
+    /// `rediss://` client certificate and key (PEM) for mutual TLS
+    /// (kombu's `ssl_certfile` / `ssl_keyfile`).
+    pub ssl_certfile: Option<PathBuf>,
+    pub ssl_keyfile: Option<PathBuf>,
     /// Sentinel: the monitored master's name (kombu transport option
     /// `master_name`, required with `sentinel://` URLs).
     pub master_name: Option<String>,
@@ -86,9 +94,18 @@ impl RedisOptions {
         } else {
             client_url(&parsed)
         };
+        let path = |name: &str| {
+            parsed
+                .query_pairs()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| PathBuf::from(v.as_ref()))
+        };
         Ok(RedisOptions {
             url,
             db,
+            ssl_ca_certs: path("ssl_ca_certs"),
+            ssl_certfile: path("ssl_certfile"),
+            ssl_keyfile: path("ssl_keyfile"),
             ..RedisOptions::default_for(raw)
         })
     }
@@ -109,6 +126,9 @@ impl RedisOptions {
             unacked_mutex_expire: Duration::from_secs(300),
             unacked_restore_limit: None,
             restore_interval: Duration::from_secs(10),
+            ssl_ca_certs: None,
+            ssl_certfile: None,
+            ssl_keyfile: None,
             master_name: None,
             poll_max_interval: Duration::from_millis(50),
         }
@@ -159,12 +179,20 @@ fn check_ssl_cert_reqs(u: &Url) -> std::result::Result<(), String> {
     }
 }
 
+/// kombu's TLS query parameters; the redis crate does not know them.
+const KOMBU_ONLY_PARAMS: [&str; 4] = [
+    "ssl_cert_reqs",
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+];
+
 /// The URL handed to the redis crate: kombu-only query parameters removed
 /// (the crate rejects or ignores them).
 fn client_url(u: &Url) -> String {
     let kept: Vec<(String, String)> = u
         .query_pairs()
-        .filter(|(k, _)| k != "ssl_cert_reqs")
+        .filter(|(k, _)| !KOMBU_ONLY_PARAMS.contains(&k.as_ref()))
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     let mut out = u.clone();
@@ -191,6 +219,10 @@ mod tests {
         assert_eq!(RedisOptions::from_url("redis://h").unwrap().db, 0);
         let t = RedisOptions::from_url("rediss://h:6379/1?ssl_cert_reqs=required").unwrap();
         assert_eq!(t.url, "rediss://h:6379/1");
+        let c = RedisOptions::from_url("rediss://h/0?ssl_ca_certs=/ca.pem&ssl_certfile=/c.pem")
+            .unwrap();
+        assert_eq!(c.ssl_ca_certs, Some(PathBuf::from("/ca.pem")));
+        assert_eq!((c.url.as_str(), c.ssl_keyfile), ("rediss://h/0", None));
         assert!(RedisOptions::from_url("rediss://h/0?ssl_cert_reqs=none").is_err());
         assert_eq!(
             RedisOptions::from_url("unix:///tmp/r.sock?db=2")

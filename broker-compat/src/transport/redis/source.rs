@@ -3,7 +3,9 @@
 //! Sentinel is asked again on every (re)connect, so a failover is followed.
 
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use redis::{Client, RedisConnectionInfo};
+use std::path::Path;
+
+use redis::{Client, ClientTlsConfig, RedisConnectionInfo, TlsCertificates};
 use tokio::sync::Mutex;
 use url::Url;
 
@@ -22,8 +24,11 @@ impl Source {
             reason,
         };
         if !opts.url.starts_with("sentinel://") {
-            let client = Client::open(opts.url.as_str()).map_err(|e| invalid(e.to_string()))?;
-            return Ok(Source::Direct(client));
+            let client = match tls_files(opts)? {
+                Some(certs) => Client::build_with_tls(opts.url.as_str(), certs),
+                None => Client::open(opts.url.as_str()),
+            };
+            return Ok(Source::Direct(client.map_err(|e| invalid(e.to_string()))?));
         }
         let master = opts.master_name.clone().ok_or_else(|| Error::Config {
             setting: "master_name".into(),
@@ -42,6 +47,40 @@ impl Source {
             Source::Sentinel(s) => Ok(s.lock().await.async_get_client().await?),
         }
     }
+}
+
+/// The CA / client certificate files of a `rediss://` URL, read once.
+fn tls_files(opts: &RedisOptions) -> Result<Option<TlsCertificates>> {
+    let read = |setting: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| Error::Config {
+            setting: setting.into(),
+            reason: format!("cannot read {}: {e}", path.display()),
+        })
+    };
+    let root_cert = match &opts.ssl_ca_certs {
+        Some(p) => Some(read("ssl_ca_certs", p)?),
+        None => None,
+    };
+    let client_tls = match (&opts.ssl_certfile, &opts.ssl_keyfile) {
+        (Some(c), Some(k)) => Some(ClientTlsConfig {
+            client_cert: read("ssl_certfile", c)?,
+            client_key: read("ssl_keyfile", k)?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(Error::Config {
+                setting: "ssl_certfile".into(),
+                reason: "ssl_certfile and ssl_keyfile go together".into(),
+            })
+        }
+    };
+    if root_cert.is_none() && client_tls.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
 }
 
 /// The sentinel node addresses and the credentials/db for the master, from
