@@ -54,7 +54,7 @@ impl App {
         })
     }
 
-    fn control_loop(&self) -> ControlLoop {
+    pub fn control_loop(&self) -> ControlLoop {
         ControlLoop::new(
             self.sources.clone(),
             self.target.clone(),

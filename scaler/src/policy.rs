@@ -149,7 +149,7 @@ impl History {
             self.recommendations.push_back((now, rec));
         }
         while let Some(&(t, _)) = self.recommendations.front() {
-            if now.saturating_duration_since(t) > cfg.stabilization {
+            if now.saturating_duration_since(t) >= cfg.stabilization {
                 self.recommendations.pop_front();
             } else {
                 break;
@@ -160,7 +160,7 @@ impl History {
     fn window_max(&self, cfg: &PolicyConfig, now: Instant) -> u32 {
         self.recommendations
             .iter()
-            .filter(|(t, _)| now.saturating_duration_since(*t) <= cfg.stabilization)
+            .filter(|(t, _)| now.saturating_duration_since(*t) < cfg.stabilization)
             .map(|&(_, r)| r)
             .max()
             .unwrap_or(0)

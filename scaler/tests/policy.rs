@@ -1,4 +1,5 @@
 //! The policy: table tests of each rule, property tests of its invariants.
+#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 

@@ -17,7 +17,7 @@ use crate::{Error, Result};
 
 #[derive(Clone)]
 enum BrokerUrl {
-    Redis(RedisOptions),
+    Redis(Box<RedisOptions>),
     Amqp(AmqpOptions),
 }
 
@@ -35,7 +35,7 @@ impl BrokerSource {
         let url = if url.starts_with("amqp") || url.starts_with("pyamqp") {
             BrokerUrl::Amqp(AmqpOptions::from_url(url)?)
         } else {
-            BrokerUrl::Redis(RedisOptions::from_url(url)?)
+            BrokerUrl::Redis(Box::new(RedisOptions::from_url(url)?))
         };
         Ok(BrokerSource {
             url,
@@ -50,7 +50,7 @@ impl BrokerSource {
             return Ok(t.clone());
         }
         let t: Arc<dyn Transport> = match &self.url {
-            BrokerUrl::Redis(o) => Arc::new(RedisTransport::connect(o.clone()).await?),
+            BrokerUrl::Redis(o) => Arc::new(RedisTransport::connect(o.as_ref().clone()).await?),
             BrokerUrl::Amqp(o) => Arc::new(AmqpTransport::connect(o.clone()).await?),
         };
         *slot = Some(t.clone());

@@ -138,6 +138,7 @@ pub fn executor_filter_from_airflow(core_executor: &str) -> ExecutorFilter {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -109,6 +109,7 @@ pub fn parse_worker_metrics(endpoint: &str, text: &str) -> Option<WorkerLoad> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
