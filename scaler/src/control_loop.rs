@@ -96,9 +96,10 @@ impl ControlLoop {
         self.metrics
             .poll_duration
             .observe((polled - started).as_secs_f64());
+        // The loop still turns (healthz), but it is not ready without its target.
         let current = current.inspect_err(|_| {
             self.metrics.target_errors.inc();
-            self.health.set_ready(false);
+            self.health.ticked(false);
         })?;
         let mut report = self.merge(observations, current);
         let input = PolicyInput {
