@@ -407,6 +407,9 @@ async fn add_cancel_and_stop() {
     assert_eq!(ready(&t, &b).await, 1);
 
     consumer.stop().await.unwrap();
+    t.delete_queue(&spec_b).await.unwrap();
+    assert!(t.queue_depth(&b).await.is_err(), "deleted");
+    t.delete_queue(&spec_b).await.unwrap();
     assert!(
         consumer.next().await.is_err(),
         "a stopped consumer delivers nothing"

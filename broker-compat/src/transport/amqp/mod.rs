@@ -32,7 +32,7 @@ mod subscription;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lapin::options::QueueDeclareOptions;
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 
@@ -169,5 +169,15 @@ impl Transport for AmqpTransport {
             ready: u64::from(declared.message_count()),
             unacked: 0,
         })
+    }
+
+    /// `queue.delete` (bindings go with the queue); a missing queue is fine.
+    async fn delete_queue(&self, spec: &QueueSpec) -> Result<()> {
+        let channel = self.connection.create_channel().await?;
+        channel
+            .queue_delete(short("queue", &spec.name)?, QueueDeleteOptions::default())
+            .await?;
+        let _ = channel.close(200, "OK".into()).await;
+        Ok(())
     }
 }
