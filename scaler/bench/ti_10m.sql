@@ -2,9 +2,26 @@
 -- table of 10 million rows with Airflow 3.3's columns and indexes.
 --   createdb -h 127.0.0.1 -U postgres ti10m
 --   psql -h 127.0.0.1 -U postgres -d ti10m -f scaler/bench/ti_10m.sql
--- Distribution: 99.997 % finished rows, 200 queued + 100 running (as a busy
--- Airflow has: parallelism caps queued+running), 10 % on queue `high`,
--- 5 % with executor `KubernetesExecutor`.
+-- Distribution: 9.9994 M finished rows, 400 queued + 200 running (a busy
+-- Airflow: parallelism caps queued+running), 10 % on queue `high`, 5 % with
+-- executor `KubernetesExecutor`.
+--
+-- Measured 2026-12-02 (PostgreSQL 15, 2-core VM shared with other builds;
+-- load 7 min 45 s):
+--   scaler query: Index Scan using ti_state, Index Cond state = ANY
+--     ('{queued,running}'), queue/executor as Filter over the 600 rows:
+--     1.37 ms cold, 0.66 ms warm (EXPLAIN ANALYZE execution time).
+--   chart query: Bitmap Index Scan on ti_state (BitmapOr): 0.67 ms warm.
+--   celeriac-scaler --once (debug build, new connection each run):
+--     poll_seconds 8-18 ms; decision_seconds 0.16-0.30 ms.
+--   loop, --polling-interval 200ms, 40 ticks (pooled connection):
+--     poll mean 4.2 ms (21/40 <= 2.5 ms, all <= 39 ms);
+--     decision after the poll (decide + dry-run act) mean 69 us, all <= 160 us.
+-- Loop measurement:
+--   celeriac-scaler --metastore-url postgres://postgres@127.0.0.1/ti10m \
+--     --queues default --concurrency 16 --polling-interval 200ms \
+--     --admin-addr 127.0.0.1:19809 &
+--   sleep 8; curl -s 127.0.0.1:19809/metrics | grep -E 'poll_duration|decision_duration'
 \timing on
 DROP TABLE IF EXISTS task_instance;
 
