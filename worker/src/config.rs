@@ -10,6 +10,8 @@ use std::time::Duration;
 use clap::Parser;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::tasks::airflow::settings::{AirflowFlags, AirflowSettings};
+
 /// Command line as the user types it. Every value is optional here so that
 /// Airflow's settings can fill the gaps; [`Config::resolve`] applies defaults.
 #[derive(Debug, Clone, Default, Parser)]
@@ -65,6 +67,26 @@ pub struct Cli {
     /// Where task logs are kept (`<dir>/<queue>/<task_id>.log`).
     #[arg(long, env = "CELERIAC_LOG_DIR", default_value = "/var/tmp/celeriac/logs")]
     pub log_dir: PathBuf,
+    /// Airflow mode even without AIRFLOW__CELERY__BROKER_URL: run Airflow's
+    /// `execute_workload` (3.x) and `execute_command` (2.x) tasks.
+    #[arg(long, env = "CELERIAC_AIRFLOW")]
+    pub airflow: bool,
+    /// Python with Airflow installed, for Airflow tasks. Default `python3`.
+    #[arg(long, env = "CELERIAC_AIRFLOW_PYTHON")]
+    pub airflow_python: Option<PathBuf>,
+    /// Pre-imported Python fork servers for Airflow tasks (0 = a fresh Python per task). Default 1.
+    #[arg(long, env = "CELERIAC_AIRFLOW_WARM_POOL")]
+    pub airflow_warm_pool: Option<usize>,
+    /// Modules the warm pool imports once (comma-separated). Default: what the Task SDK needs.
+    #[arg(long, env = "CELERIAC_AIRFLOW_PRELOAD", value_delimiter = ',')]
+    pub airflow_preload: Option<Vec<String>>,
+    /// Port of the Airflow worker log server. Falls back to
+    /// AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT, then 8793.
+    #[arg(long, env = "CELERIAC_LOG_SERVER_PORT")]
+    pub log_server_port: Option<u16>,
+    /// Do not serve task logs (`airflow celery worker --skip-serve-logs`).
+    #[arg(long, env = "CELERIAC_SKIP_SERVE_LOGS")]
+    pub skip_serve_logs: bool,
 }
 
 /// Where a setting came from, so error messages name what the user set.
@@ -105,6 +127,8 @@ pub struct Config {
     pub airflow: bool,
     pub config_file: Option<PathBuf>,
     pub log_dir: PathBuf,
+    /// Set in Airflow mode: where Airflow is and how its tasks run.
+    pub airflow_settings: Option<AirflowSettings>,
 }
 
 /// Environment lookup, injectable so tests do not touch the process env.
@@ -114,7 +138,19 @@ impl Config {
     /// Apply Airflow fallbacks and defaults, and validate.
     pub fn resolve(cli: Cli, env: Env<'_>) -> Result<Config, ConfigError> {
         let airflow_broker = env("AIRFLOW__CELERY__BROKER_URL");
-        let airflow = airflow_broker.is_some();
+        let airflow = cli.airflow || airflow_broker.is_some();
+        let airflow_settings = if airflow {
+            let flags = AirflowFlags {
+                python: cli.airflow_python.clone(),
+                warm_pool: Some(cli.airflow_warm_pool.unwrap_or(1)),
+                preload: cli.airflow_preload.clone(),
+                log_server_port: cli.log_server_port,
+                skip_serve_logs: cli.skip_serve_logs,
+            };
+            Some(AirflowSettings::resolve(flags, env)?)
+        } else {
+            None
+        };
         let broker = cli.broker.or(airflow_broker).ok_or_else(|| {
             ConfigError::new(
                 "--broker",
@@ -190,6 +226,7 @@ impl Config {
             airflow,
             config_file: cli.config,
             log_dir: cli.log_dir,
+            airflow_settings,
         })
     }
 
@@ -287,7 +324,7 @@ mod tests {
         assert_eq!(c.visibility_timeout, Duration::from_secs(86_400));
         assert!(c.acks_late && c.track_started);
         assert_eq!(
-            c.result_backend.unwrap().expose_secret(),
+            c.result_backend.as_ref().unwrap().expose_secret(),
             "db+postgresql+psycopg2://a:b@pg/airflow"
         );
         assert_eq!(masked(&c.broker_url), "redis://:****@redis:6379/0");

@@ -24,6 +24,29 @@ pub fn task_env(spec: &TaskSpec) -> Vec<(String, String)> {
     ]
 }
 
+/// The kernel refuses to start a program with one environment string of
+/// 128 KiB or more (MAX_ARG_STRLEN): such a variable is left out rather than
+/// failing the start — the arguments still arrive on stdin.
+const MAX_ENV_STRING: usize = 128 * 1024;
+
+/// The profile's `env` then [`task_env`], without variables too large to pass.
+pub fn environment(spec: &TaskSpec) -> Vec<(String, String)> {
+    spec.profile
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .chain(task_env(spec))
+        .filter(|(k, v)| {
+            let bytes = k.len() + 1 + v.len();
+            let fits = bytes < MAX_ENV_STRING;
+            if !fits {
+                tracing::warn!(task_id = %spec.task_id, variable = %k, bytes, "too large for the environment; left out (the arguments are on stdin)");
+            }
+            fits
+        })
+        .collect()
+}
+
 /// argv with `{task}`, `{id}` and `{queue}` replaced.
 pub fn command(spec: &TaskSpec) -> Vec<String> {
     spec.profile

@@ -17,10 +17,6 @@ use crate::runtime::{payload, RuntimeError, RuntimeErrorKind, TaskSpec};
 pub const DEFAULT_USER: &str = "65534:65534";
 /// Enough for a task and its helpers; stops fork bombs.
 pub const PIDS_LIMIT: i64 = 512;
-/// The kernel refuses to start a program with one environment string of
-/// 128 KiB or more (MAX_ARG_STRLEN): such a variable is left out rather
-/// than failing the start.
-const MAX_ENV_STRING: usize = 128 * 1024;
 /// Scratch space for tools that insist on writing somewhere.
 const TMPFS_OPTIONS: &str = "rw,nosuid,nodev,size=64m,mode=1777";
 
@@ -77,20 +73,9 @@ pub(super) fn container_body(
 }
 
 fn environment(spec: &TaskSpec) -> Vec<String> {
-    spec.profile
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .chain(payload::task_env(spec))
+    payload::environment(spec)
+        .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
-        .filter(|var| {
-            let fits = var.len() < MAX_ENV_STRING;
-            if !fits {
-                let name = var.split('=').next().unwrap_or_default();
-                tracing::warn!(task_id = %spec.task_id, variable = name, bytes = var.len(), "too large for the environment; left out (the arguments are on stdin)");
-            }
-            fits
-        })
         .collect()
 }
 
