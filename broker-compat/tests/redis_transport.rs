@@ -1052,3 +1052,34 @@ async fn rediss_urls_verify_the_server_with_ssl_ca_certs() {
     let refused = RedisTransport::connect(RedisOptions::from_url(&plain).unwrap()).await;
     assert!(refused.is_err(), "an unverifiable certificate was accepted");
 }
+
+#[tokio::test]
+async fn unix_socket_urls_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("redis.sock");
+    let child = Command::new("redis-server")
+        .args(["--port", "0", "--save", "", "--appendonly", "no"])
+        .args(["--unixsocket", sock.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed for this test");
+    let _server = Server { child, port: 0 };
+    let url = format!("unix://{}?db=2", sock.display());
+    let opts = RedisOptions::from_url(&url).unwrap();
+    assert_eq!(opts.fanout_prefix_str(), "/2.");
+    let deadline = Instant::now() + WAIT;
+    let t = loop {
+        match RedisTransport::connect(opts.clone()).await {
+            Ok(t) => break t,
+            Err(e) => assert!(e.is_transient() && Instant::now() < deadline, "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    t.publish(&Route::queue("q"), &task("unix", 0))
+        .await
+        .unwrap();
+    let mut c = t.consume(&[QueueSpec::task_queue("q")], 1).await.unwrap();
+    let d = next(&mut c).await;
+    assert_eq!(id_of(&d), "unix");
+    d.ack().await.unwrap();
+}
