@@ -29,7 +29,7 @@ pub enum TargetKind {
 )]
 pub struct Cli {
     /// One observe → decide → act cycle, printed as one JSON line, then exit.
-    #[arg(long)]
+    #[arg(long, env = "CELERIAC_SCALER_ONCE")]
     pub once: bool,
     /// Airflow metadata DB (postgres://, postgresql+psycopg2://, mysql://). Falls back to AIRFLOW__DATABASE__SQL_ALCHEMY_CONN.
     #[arg(long, env = "CELERIAC_SCALER_METASTORE_URL")]
