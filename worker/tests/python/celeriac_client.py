@@ -14,6 +14,7 @@ usage:
   celeriac_client.py inspect METHOD NODE             inspect reply from NODE
   celeriac_client.py revoke ID TERMINATE             revoke (TERMINATE: 0 or 1)
   celeriac_client.py events FILE                     collect events as JSON lines
+  celeriac_client.py lpush BODY CONTENT_TYPE HEADERS  a raw kombu envelope onto the queue
 
 OPTIONS is a JSON object: countdown, expires_ago (seconds in the past),
 soft_time_limit, time_limit, ignore_result, task_id, timeout (for call).
@@ -89,10 +90,40 @@ def main():
     elif cmd == "revoke":
         app.control.revoke(rest[0], terminate=rest[1] == "1")
         emit({"revoked": rest[0]})
+    elif cmd == "lpush":
+        lpush(rest[0], rest[1], json.loads(rest[2]))
     elif cmd == "events":
         collect_events(rest[0])
     else:
         raise SystemExit("unknown command %r" % cmd)
+
+
+def lpush(body, content_type, headers):
+    """What kombu's Redis transport would LPUSH, with any body and headers:
+    malformed messages no client would send."""
+    import base64
+    import uuid
+
+    import redis
+
+    queue = app.conf.task_default_queue
+    envelope = {
+        "body": base64.b64encode(body.encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": content_type,
+        "headers": headers,
+        "properties": {
+            "correlation_id": headers.get("id"),
+            "reply_to": "",
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    redis.Redis.from_url(os.environ["CLIENT_BROKER"]).lpush(queue, json.dumps(envelope))
+    emit({"pushed": headers.get("id")})
 
 
 def collect_events(path):

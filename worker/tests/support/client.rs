@@ -109,6 +109,12 @@ impl Client {
         self.run(&["revoke", id, t]).await.map(drop)
     }
 
+    /// LPUSH a raw kombu envelope (`body` base64-encoded by the script).
+    pub async fn lpush(&self, body: &str, content_type: &str, headers: Value) -> Result<()> {
+        let h = headers.to_string();
+        self.run(&["lpush", body, content_type, &h]).await.map(drop)
+    }
+
     /// Start an event receiver writing to `file`; returns once it listens.
     pub async fn events(&self, file: &Path) -> Result<Events> {
         let mut cmd = self.command("python");
