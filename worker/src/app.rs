@@ -26,7 +26,9 @@ use crate::events::Events;
 use crate::execute::{Executor, TaskDefaults};
 use crate::metrics::Metrics;
 use crate::routing::Routing;
+use crate::logserver::LogServer;
 use crate::runtime::process::ProcessRuntime;
+use crate::runtime::warm_python::{Launch, WarmPythonRuntime};
 use crate::runtime::Runtime;
 use crate::state::WorkerState;
 use crate::tasks::Registry;
@@ -48,6 +50,8 @@ pub struct App {
     health: Arc<Health>,
     admin: tokio::net::TcpListener,
     docker: Option<Arc<dyn Runtime>>,
+    warm_python: Option<Arc<dyn Runtime>>,
+    log_server: Option<tokio::net::TcpListener>,
     log_dir: PathBuf,
 }
 
@@ -83,7 +87,10 @@ impl App {
             .await
             .with_context(|| format!("binding the admin server on {}", config.admin_addr))?;
         let docker = crate::runtime::docker_for(&routing).await?;
+        let (warm_python, log_server) = airflow_parts(&config).await?;
         Ok(App {
+            warm_python,
+            log_server,
             log_dir: config.log_dir.clone(),
             metrics: Arc::new(Metrics::new().context("creating metrics")?),
             health: Arc::new(Health::default()),
@@ -104,7 +111,16 @@ impl App {
     /// Run until warm shutdown, drain, then stop. Returns once every task
     /// has finished or was given back to the broker.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let App { config, routing, transport, backend, metrics, health, admin, docker, log_dir } = self;
+        let App { config, routing, transport, backend, metrics, health, admin, docker, warm_python, log_server, log_dir } = self;
+        let background = CancellationToken::new();
+        let mut registry = Registry::new(routing);
+        if let Some(settings) = config.airflow_settings.clone() {
+            if let (Some(listener), Some(ls)) = (log_server, &settings.log_server) {
+                let server = LogServer::new(settings.base_log_folder.clone(), ls.secret.clone(), ls.leeway);
+                tokio::spawn(server.serve(listener, background.clone()));
+            }
+            registry = registry.with_airflow(Arc::new(settings));
+        }
         let state = WorkerState::new(&config.hostname, config.task_events);
         let clock = Arc::new(LamportClock::new(0));
         let dispatcher = EventDispatcher::new(transport.clone(), config.hostname.clone(), state.pid, clock.clone(), utcoffset());
@@ -122,16 +138,16 @@ impl App {
             transport: transport.clone(),
             events: events.clone(),
             metrics: metrics.clone(),
-            registry: Registry::new(routing),
+            registry,
             process: Arc::new(ProcessRuntime::default()),
             docker,
+            warm_python,
             slots: Arc::new(Semaphore::new(config.concurrency)),
             loop_tx,
             warm: shutdown.warm.clone(),
             cold: shutdown.cold.clone(),
             log_dir,
         });
-        let background = CancellationToken::new();
         let admin_task = admin::serve(admin, metrics.clone(), health.clone(), background.clone());
         let heartbeat = tokio::spawn(events.clone().heartbeat_loop(background.clone()));
         let control = Control {
@@ -171,6 +187,28 @@ impl App {
         tracing::info!("celeriac-worker stopped");
         Ok(())
     }
+}
+
+/// Airflow mode: the warm Python pool (started now: a worker that cannot
+/// run its tasks should not start) and the log server's port.
+async fn airflow_parts(config: &Config) -> anyhow::Result<(Option<Arc<dyn Runtime>>, Option<tokio::net::TcpListener>)> {
+    let Some(settings) = &config.airflow_settings else {
+        return Ok((None, None));
+    };
+    let warm: Option<Arc<dyn Runtime>> = if settings.warm_pool > 0 {
+        let launch = Launch { python: settings.python.clone(), env: settings.task_env(), preload: settings.preload.clone() };
+        let runtime = WarmPythonRuntime::start(launch, settings.warm_pool)
+            .await
+            .with_context(|| format!("starting the warm Python pool with {}", settings.python.display()))?;
+        Some(Arc::new(runtime))
+    } else {
+        None
+    };
+    let log_server = match &settings.log_server {
+        Some(ls) => crate::logserver::bind(ls.port).await,
+        None => None,
+    };
+    Ok((warm, log_server))
 }
 
 /// Warm shutdown: wait for running tasks up to the grace period, then go cold

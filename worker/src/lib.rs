@@ -10,6 +10,7 @@ pub mod consume;
 pub mod control;
 pub mod events;
 pub mod execute;
+pub mod logserver;
 pub mod metrics;
 pub mod request;
 pub mod routing;

@@ -15,10 +15,12 @@ use tokio::signal::unix::{signal, SignalKind};
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
-    let config = match Config::resolve(Cli::parse(), &|k| std::env::var(k).ok()) {
+    let mut config = match Config::resolve(Cli::parse(), &|k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) => return config_error(&e),
     };
+    // Airflow task processes get the worker's AIRFLOW_* settings.
+    config.airflow_settings = config.airflow_settings.map(|a| a.with_process_env(std::env::vars()));
     let routing = match config.config_file.as_deref().map(Routing::load).transpose() {
         Ok(r) => r.unwrap_or_default(),
         Err(e) => return config_error(&e),

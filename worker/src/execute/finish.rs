@@ -56,6 +56,10 @@ impl Executor {
                 self.events.task(Event::task_rejected(&id, true)).await;
             }
             Outcome::Lost => self.lost(req).await,
+            Outcome::Ignored { reason } => {
+                tracing::info!(task_id = %id, "Task {}[{}] ignored: {reason}", req.display_name(), id);
+                self.settle(req, Settlement::Ack).await;
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 //! STARTED, run, result, events. Every path settles the delivery exactly once
 //! or restores it to the broker: nothing is left unacked by accident.
 
+mod airflow;
 mod finish;
 mod outcome;
 mod profile;
@@ -55,6 +56,8 @@ pub struct Executor {
     pub registry: Registry,
     pub process: Arc<dyn Runtime>,
     pub docker: Option<Arc<dyn Runtime>>,
+    /// Warm Python pool for Airflow tasks (`--airflow-warm-pool`).
+    pub warm_python: Option<Arc<dyn Runtime>>,
     pub slots: Arc<Semaphore>,
     pub loop_tx: mpsc::Sender<LoopCommand>,
     /// Warm shutdown: stop starting tasks; restore what did not start.

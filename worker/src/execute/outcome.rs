@@ -33,4 +33,7 @@ pub enum Outcome {
     Requeue { why: String },
     /// Cold shutdown stopped it mid-run: the message goes back to the broker.
     Lost,
+    /// Celery's `Ignore`: no state stored, no event, the message acked
+    /// (Airflow's duplicate delivery, `TaskAlreadyRunningError`).
+    Ignored { reason: String },
 }

@@ -16,11 +16,11 @@ use crate::tasks::TaskKind;
 
 /// What happened while the unit ran, besides its exit.
 #[derive(Debug, Default)]
-struct Interventions {
-    soft: bool,
-    hard: bool,
-    terminated: Option<i32>,
-    lost: bool,
+pub(super) struct Interventions {
+    pub soft: bool,
+    pub hard: bool,
+    pub terminated: Option<i32>,
+    pub lost: bool,
 }
 
 impl Executor {
@@ -74,7 +74,7 @@ impl Executor {
         }
     }
 
-    async fn supervise(
+    pub(super) async fn supervise(
         &self,
         unit: &mut dyn Running,
         limits: Limits,
@@ -98,7 +98,7 @@ impl Executor {
         }
     }
 
-    fn runtime_failed(&self, req: &Request, e: RuntimeError) -> Outcome {
+    pub(super) fn runtime_failed(&self, req: &Request, e: RuntimeError) -> Outcome {
         self.metrics.runtime_errors.with_label_values(&[e.kind.as_str()]).inc();
         tracing::error!(task_id = %req.id(), error = %e, "runtime error");
         match e.kind {

@@ -29,6 +29,7 @@ impl Executor {
     pub(super) fn acks_late(&self, req: &Request) -> bool {
         match &req.kind {
             TaskKind::Profile { profile, .. } => profile.acks_late.unwrap_or(self.defaults.acks_late),
+            TaskKind::Airflow(a) => a.profile.acks_late.unwrap_or(self.defaults.acks_late),
             TaskKind::Builtin(_) => self.defaults.acks_late,
         }
     }
@@ -36,6 +37,7 @@ impl Executor {
     pub(super) fn ignore_result(&self, req: &Request) -> bool {
         req.msg.headers.ignore_result.unwrap_or(match &req.kind {
             TaskKind::Profile { profile, .. } => profile.ignore_result.unwrap_or(false),
+            TaskKind::Airflow(a) => a.profile.ignore_result.unwrap_or(false),
             TaskKind::Builtin(_) => false,
         })
     }
@@ -45,6 +47,7 @@ impl Executor {
         let secs = |s: Option<f64>| s.filter(|s| *s > 0.0 && s.is_finite()).map(Duration::from_secs_f64);
         let (p_hard, p_soft) = match &req.kind {
             TaskKind::Profile { profile, .. } => (profile.time_limit, profile.soft_time_limit),
+            TaskKind::Airflow(a) => (a.profile.time_limit, a.profile.soft_time_limit),
             TaskKind::Builtin(_) => (None, None),
         };
         Limits {
@@ -62,6 +65,7 @@ impl Executor {
         let outcome = match &req.kind {
             TaskKind::Builtin(b) => self.run_builtin(*b, req, term_rx).await,
             TaskKind::Profile { .. } => self.run_profile(req, self.limits(req), term_rx).await,
+            TaskKind::Airflow(a) => self.run_airflow(req, a, self.limits(req), term_rx).await,
         };
         self.state.tasks().active.remove(req.id());
         self.metrics.tasks_active.dec();
@@ -97,6 +101,7 @@ impl Executor {
         self.events.task(Event::task_started(req.id())).await;
         let track = match &req.kind {
             TaskKind::Profile { profile, .. } => profile.track_started.unwrap_or(self.defaults.track_started),
+            TaskKind::Airflow(a) => a.profile.track_started.unwrap_or(self.defaults.track_started),
             TaskKind::Builtin(_) => self.defaults.track_started,
         };
         if track && !self.ignore_result(req) {

@@ -5,6 +5,7 @@
 pub mod docker;
 pub mod payload;
 pub mod process;
+pub mod warm_python;
 
 use std::path::Path;
 

@@ -1,0 +1,185 @@
+"""celeriac warm-Python fork server.
+
+Started by celeriac-worker's `warm_python` runtime as
+`python -c <this file> <socket path> <preload module>...`. It imports the
+preload modules once (Airflow takes 1.7-2.8 s to import), listens on a Unix
+socket, and for every connection forks one child that runs a module as
+`python -m <module> <args>` would, in its own process group, with the
+stdout/stderr pipes the worker passed over the socket (SCM_RIGHTS).
+
+Protocol, one connection per task:
+  worker -> server: one JSON line {"module", "argv", "env", "cwd"} carrying
+                    two fds (stdout, stderr write ends) on its first byte
+  server -> worker: {"pid": N}\n once forked, then {"exit": code}\n when the
+                    child ended (negative code = killed by that signal)
+The server exits when its stdin is closed (the worker is gone). Children
+already running are left to finish, as the process runtime leaves them.
+"""
+
+import importlib
+import json
+import os
+import runpy
+import selectors
+import signal
+import socket
+import sys
+import time
+import traceback
+
+
+def preload(modules):
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - report and go on: the child imports it again
+            print(f"preload {name} failed: {exc!r}", file=sys.stderr, flush=True)
+
+
+def read_request(conn):
+    conn.settimeout(10)
+    data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 4)
+    while not data.endswith(b"\n"):
+        more = conn.recv(1 << 16)
+        if not more:
+            break
+        data += more
+    conn.settimeout(None)
+    return json.loads(data), fds
+
+
+def run_child(req, fds, inherited):
+    """In the forked child: never returns. `inherited` are the server's own
+    fds (listener, wake-up pipe, other tasks' connections): closed here."""
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        for fd in inherited:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(fds[0], 1)
+        os.dup2(fds[1], 2)
+        for fd in [devnull, *fds]:
+            if fd > 2:
+                os.close(fd)
+        if req.get("cwd"):
+            os.chdir(req["cwd"])
+        os.environ.clear()
+        os.environ.update(req.get("env") or {})
+        sys.argv = list(req["argv"])
+        # Preloaded, the module would run from a second copy and runpy warns
+        # about it; its (heavy) imports stay loaded.
+        sys.modules.pop(req["module"], None)
+        runpy.run_module(req["module"], run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None:
+            code = 0
+        elif isinstance(exc.code, int):
+            code = exc.code
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except BaseException:  # noqa: BLE001 - the task's own error: print it as Python would
+        traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001
+                pass
+        os._exit(code & 0xFF)
+
+
+def send_line(conn, obj):
+    try:
+        conn.sendall(json.dumps(obj).encode() + b"\n")
+    except OSError:
+        pass  # the worker stopped waiting (shutdown): nothing to tell
+
+
+def main():
+    path, modules = sys.argv[1], sys.argv[2:]
+    started = time.monotonic()
+    preload(modules)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    if os.path.exists(path):
+        os.unlink(path)
+    listener.bind(path)
+    listener.listen(64)
+    wakeup_r, wakeup_w = os.pipe()
+    os.set_blocking(wakeup_r, False)
+    os.set_blocking(wakeup_w, False)
+    signal.set_wakeup_fd(wakeup_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    # The worker's terminal signals are for the worker; it closes our stdin.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sel = selectors.DefaultSelector()
+    own = [listener.fileno(), wakeup_r, wakeup_w, sel.fileno()]
+    sel.register(listener, selectors.EVENT_READ, "accept")
+    sel.register(wakeup_r, selectors.EVENT_READ, "child")
+    sel.register(sys.stdin, selectors.EVENT_READ, "stdin")
+    children = {}
+    print(f"ready {time.monotonic() - started:.3f}", flush=True)
+    while True:
+        for key, _ in sel.select():
+            if key.data == "stdin":
+                if not os.read(sys.stdin.fileno(), 4096):
+                    os.unlink(path)
+                    return
+            elif key.data == "child":
+                os.read(wakeup_r, 4096)
+                reap(children)
+            else:
+                accept(listener, children, own)
+        reap(children)
+
+
+def accept(listener, children, own):
+    conn, _ = listener.accept()
+    try:
+        req, fds = read_request(conn)
+    except Exception as exc:  # noqa: BLE001 - a bad request fails that task only
+        send_line(conn, {"error": f"bad request: {exc!r}"})
+        conn.close()
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        run_child(req, fds, own + [c.fileno() for c in children.values()])
+    try:
+        os.setpgid(pid, pid)  # also here: no race with a signal sent right away
+    except OSError:
+        pass  # it already exec'd or exited; its own setpgid ran
+    for fd in fds:
+        os.close(fd)
+    children[pid] = conn
+    send_line(conn, {"pid": pid})
+
+
+def reap(children):
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        conn = children.pop(pid, None)
+        if conn is not None:
+            send_line(conn, {"exit": os.waitstatus_to_exitcode(status)})
+            conn.close()
+
+
+if __name__ == "__main__":
+    main()
