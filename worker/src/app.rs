@@ -139,7 +139,7 @@ impl App {
             events: events.clone(),
             metrics: metrics.clone(),
             registry,
-            process: Arc::new(ProcessRuntime::default()),
+            process: Arc::new(ProcessRuntime),
             docker,
             warm_python,
             slots: Arc::new(Semaphore::new(config.concurrency)),

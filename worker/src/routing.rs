@@ -242,7 +242,7 @@ pub fn parse_bytes(s: &str) -> Option<i64> {
         _ => return None,
     };
     let v = n * mult;
-    (v >= 1.0 && v < 9.0e18).then_some(v as i64)
+    (1.0..9.0e18).contains(&v).then_some(v as i64)
 }
 
 /// Durations in the routing file: `"30s"`, `"10m"` (humantime) or a number of seconds.

@@ -168,7 +168,7 @@ fn received(req: &Request) -> TaskReceived {
         kwargs: h.kwargsrepr.clone().unwrap_or_default(),
         root_id: h.root_id.clone(),
         parent_id: h.parent_id.clone(),
-        retries: u64::try_from(h.retries).unwrap_or(0),
+        retries: u64::from(h.retries),
         eta: h.eta.map(to_isoformat),
         expires: h.expires.map(to_isoformat),
     }
