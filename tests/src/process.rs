@@ -79,6 +79,11 @@ impl ChildGuard {
         }
     }
 
+    /// Whether the child's output so far contains `needle`.
+    pub fn log_contains(&self, needle: &str) -> bool {
+        fs::read_to_string(&self.log).is_ok_and(|t| t.contains(needle))
+    }
+
     /// The last `lines` lines of the child's output, for failure messages.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();

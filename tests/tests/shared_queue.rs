@@ -117,7 +117,7 @@ impl Setup {
             || {
                 let state = match child.exited() {
                     Some(status) => Err(anyhow::anyhow!("rust consumer exited: {status}")),
-                    None => Ok(child.log_tail(5).contains("consuming").then_some(())),
+                    None => Ok(child.log_contains("consuming ").then_some(())),
                 };
                 async move { state }
             },
@@ -141,18 +141,21 @@ impl Setup {
         })
     }
 
-    async fn publish(&self) -> Result<()> {
+    /// Publish the tasks; their ids.
+    async fn publish(&self) -> Result<Vec<String>> {
         let transport = self.transport().await?;
         let mut kwargs = Map::new();
         kwargs.insert("sleep".into(), json!(TASK_SLEEP));
+        let mut ids = Vec::with_capacity(TOTAL);
         for _ in 0..TOTAL {
             let task = TaskMessage::new("interop.mark", vec![], kwargs.clone());
+            ids.push(task.id().to_owned());
             let message = task.encode(&EncodeOptions::default())?;
             transport
                 .publish(&Route::queue(&self.queue), &message)
                 .await?;
         }
-        Ok(())
+        Ok(ids)
     }
 
     /// Marks and counters; the broker's own counts only if `broker_counts`
@@ -163,7 +166,10 @@ impl Setup {
             .iter()
             .map(|step| format!("{p}{}{step}", self.queue))
             .collect();
+        // One MULTI: a consistent snapshot (a task acked between reading the
+        // marks and the unacked hash would look lost).
         let mut pipe = redis::pipe();
+        pipe.atomic();
         pipe.scard(&self.set)
             .get(format!("{}:count:rust", self.set))
             .get(format!("{}:count:py", self.set));
@@ -270,7 +276,7 @@ async fn run(amqp: bool, victim: Victim) -> Result<()> {
     let s = Setup::new(amqp).await?;
     let mut rust = s.rust_consumer().await?;
     let mut py = s.app.start_worker("prefork", 2).await?;
-    s.publish().await?;
+    let ids = s.publish().await?;
     let midway = s
         .wait_for(
             "both consumers to have run tasks",
@@ -279,35 +285,44 @@ async fn run(amqp: bool, victim: Victim) -> Result<()> {
             |p| p.by_rust >= 20 && p.by_python >= 20 && p.marked >= TOTAL / 5,
         )
         .await?;
-    if midway.marked >= TOTAL - 100 {
+    // Only a kill with tasks still flowing proves anything (loaded CI machines
+    // may get close to the end before both sides reached 20 tasks).
+    if midway.marked >= TOTAL - 20 {
         bail!(
             "all but {} tasks ran before the kill: {midway:?}",
             TOTAL - midway.marked
         );
     }
+    let mut killed = Vec::new();
     match victim {
         Victim::Rust => {
             rust.kill()?;
-            rust = s.rust_consumer().await?;
+            killed.push(std::mem::replace(&mut rust, s.rust_consumer().await?));
         }
         Victim::Python => {
             py.kill()?;
-            py = s.app.start_worker("prefork", 2).await?;
+            let new = s.app.start_worker("prefork", 2).await?;
+            killed.push(std::mem::replace(&mut py, new));
         }
     }
-    let end = s
-        .wait_for(
-            "every task marked, queue and unacked empty",
-            Duration::from_secs(150),
-            &mut [&mut rust, &mut py],
-            |p| {
-                p.marked == TOTAL
-                    && p.ready == Some(0)
-                    && p.unacked == Some(0)
-                    && p.unacked_index == Some(0)
-            },
-        )
+    let drained =
+        |p: &Progress| p.ready == Some(0) && p.unacked == Some(0) && p.unacked_index == Some(0);
+    let consumers = &mut [&mut rust, &mut py];
+    let what = "the queue and unacked to drain";
+    let mut end = s
+        .wait_for(what, Duration::from_secs(150), consumers, drained)
         .await?;
+    if end.marked < TOTAL {
+        // kombu keeps a message in memory for a moment between its BRPOP
+        // and the unacked bookkeeping: let such a straggler finish.
+        let last = |p: &Progress| drained(p) && p.marked == TOTAL;
+        let more = s.wait_for("the last tasks", Duration::from_secs(10), consumers, last);
+        end = more.await.unwrap_or(end);
+    }
+    if end.marked < TOTAL {
+        let everyone: Vec<&ChildGuard> = [&rust, &py].into_iter().chain(&killed).collect();
+        judge_losses(&s, &ids, victim, &everyone).await?;
+    }
     let runs = end.by_rust + end.by_python;
     let broker = if amqp { "amqp" } else { "redis" };
     println!(
@@ -319,6 +334,42 @@ async fn run(amqp: bool, victim: Victim) -> Result<()> {
         runs - TOTAL
     );
     Ok(())
+}
+
+/// Tasks that never ran although nothing holds them any more. The one loss
+/// that is Python's, not ours: kombu's worker BRPOPs a message and records it
+/// in `unacked` in a second round trip (spec §2.5), so a Python worker
+/// killed in between takes the message with it — no consumer ever logged it
+/// as received. Anything else is a real loss and fails the test.
+async fn judge_losses(
+    s: &Setup,
+    ids: &[String],
+    victim: Victim,
+    all: &[&ChildGuard],
+) -> Result<()> {
+    let mut conn = s.redis.clone();
+    let marked: std::collections::HashSet<String> = redis::cmd("SMEMBERS")
+        .arg(&s.set)
+        .query_async(&mut conn)
+        .await?;
+    let lost: Vec<&String> = ids.iter().filter(|id| !marked.contains(*id)).collect();
+    let seen: Vec<String> = lost
+        .iter()
+        .flat_map(|id| {
+            all.iter()
+                .filter(|c| c.log_contains(id))
+                .map(move |c| format!("{id} in {}", c.name()))
+        })
+        .collect();
+    if victim == Victim::Python && lost.len() == 1 && seen.is_empty() {
+        println!(
+            "NOTE: task {} was lost inside the killed Python worker (kombu's BRPOP→MULTI \
+             window, spec §2.5); no consumer had received it. Not a broker-compat loss.",
+            lost[0]
+        );
+        return Ok(());
+    }
+    bail!("{} tasks lost: {lost:?}; received by: {seen:?}", lost.len())
 }
 
 #[tokio::test]

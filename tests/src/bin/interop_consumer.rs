@@ -5,7 +5,8 @@
 //! optional `sleep` kwarg), stores SUCCESS if given a result backend, and
 //! acks only afterwards (acks_late), so a `kill -9` loses nothing.
 //!
-//! Prints `consuming <queue>` on stdout once it consumes. Runs until killed.
+//! Prints `consuming <queue>` on stdout once it consumes, then `got <id>` for
+//! every task it receives. Runs until killed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,7 +80,11 @@ async fn main() -> Result<()> {
         // The consumer's prefetch bounds how many of these run at once.
         tokio::spawn(async move {
             let outcome = match TaskMessage::decode(&message, &DecodeOptions::default()) {
-                Ok(task) => handle(&ctx, task, acker).await,
+                Ok(task) => {
+                    // The test reads this to tell who had a task it lost.
+                    println!("got {}", task.id());
+                    handle(&ctx, task, acker).await
+                }
                 Err(e) => reject(e.to_string(), acker).await,
             };
             if let Err(e) = outcome {
