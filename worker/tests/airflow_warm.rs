@@ -1,0 +1,187 @@
+//! The warm Python runtime (fork server) driven through the `Runtime`
+//! trait, with the fake Airflow made as slow to import as the real one:
+//! concurrent tasks run in separate processes and process groups, signals
+//! reach them, exit codes come back, and a task starts much sooner than in a
+//! fresh Python (the numbers are printed, not asserted).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod airflow_support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airflow_support::{fake_airflow, workload};
+use celeriac_worker::routing::Profile;
+use celeriac_worker::runtime::process::ProcessRuntime;
+use celeriac_worker::runtime::warm_python::{Launch, WarmPythonRuntime};
+use celeriac_worker::runtime::{LogLine, LogStream, Running, Runtime, TaskSpec};
+use celeriac_worker::tasks::airflow::settings::{AirflowFlags, AirflowSettings};
+use celeriac_worker::tasks::airflow::{BOOTSTRAP, WORKLOAD_MODULE};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+/// Seconds the fake `airflow` package sleeps on import (the real one takes 1.7–2.8 s).
+const IMPORT_SECONDS: &str = "1.5";
+
+fn env(home: &Path) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),
+        (
+            "PYTHONPATH".to_owned(),
+            fake_airflow().display().to_string(),
+        ),
+        ("AIRFLOW_HOME".to_owned(), home.display().to_string()),
+        (
+            "CELERIAC_FAKE_IMPORT_SECONDS".to_owned(),
+            IMPORT_SECONDS.to_owned(),
+        ),
+        ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
+    ])
+}
+
+fn spec(home: &Path, ti_task: &str) -> (TaskSpec, Value) {
+    let settings = AirflowSettings::resolve(AirflowFlags::default(), &|_| None).unwrap();
+    let mut profile: Profile = settings.default_profile();
+    profile.command = vec!["python3".into(), "-c".into(), BOOTSTRAP.into()];
+    profile.env = env(home);
+    let w = workload(ti_task);
+    let doc = json!({"module": WORKLOAD_MODULE, "argv": [WORKLOAD_MODULE, "--json-string", w.to_string()]});
+    let spec = TaskSpec {
+        task_id: uuid::Uuid::new_v4().to_string(),
+        task_name: "execute_workload".into(),
+        queue: "default".into(),
+        worker: "celeriac@test".into(),
+        args: vec![doc],
+        kwargs: serde_json::Map::new(),
+        retries: 0,
+        profile,
+    };
+    (spec, w)
+}
+
+async fn warm_runtime(home: &Path) -> WarmPythonRuntime {
+    let launch = Launch {
+        python: "python3".into(),
+        env: env(home),
+        preload: vec![WORKLOAD_MODULE.into()],
+    };
+    WarmPythonRuntime::start(launch, 1)
+        .await
+        .expect("python3 must be installed")
+}
+
+/// The fake's first line: `{"event": "fake started", "pid", "pgid", ...}`.
+async fn first_line(rx: &mut mpsc::Receiver<LogLine>) -> Value {
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if line.stream == LogStream::Stdout {
+            if let Ok(v) = serde_json::from_str::<Value>(&line.line) {
+                if v["event"] == "fake started" {
+                    return v;
+                }
+            }
+        }
+    }
+}
+
+async fn start(
+    rt: &dyn Runtime,
+    spec: &TaskSpec,
+) -> (Box<dyn Running>, mpsc::Receiver<LogLine>, Value, Duration) {
+    let (tx, mut rx) = mpsc::channel(64);
+    let t0 = Instant::now();
+    let unit = rt.start(spec, tx).await.unwrap();
+    let started = first_line(&mut rx).await;
+    (unit, rx, started, t0.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_tasks_are_separate_processes_and_exit_codes_come_back() {
+    let home = tempfile::tempdir().unwrap();
+    let rt = Arc::new(warm_runtime(home.path()).await);
+    let (a, wa) = spec(home.path(), "wait_a");
+    let (b, wb) = spec(home.path(), "wait_b");
+    let (mut ua, mut rxa, sa, _) = start(rt.as_ref(), &a).await;
+    let (mut ub, mut rxb, sb, _) = start(rt.as_ref(), &b).await;
+    // Both run at once (each waits for its release file), each its own group.
+    assert_ne!(sa["pid"], sb["pid"]);
+    assert_eq!(sa["pid"], sa["pgid"], "own process group: {sa}");
+    assert_eq!(sb["pid"], sb["pgid"], "own process group: {sb}");
+    assert_eq!(ua.id(), format!("pid {}", sa["pid"]));
+    for w in [&wa, &wb] {
+        std::fs::write(
+            home.path()
+                .join(format!("release-{}", w["ti"]["id"].as_str().unwrap())),
+            b"",
+        )
+        .unwrap();
+    }
+    let (ea, eb) = tokio::join!(ua.wait(), ub.wait());
+    assert_eq!(ea.unwrap().code, Some(0));
+    assert_eq!(eb.unwrap().code, Some(0));
+    let mut rest = Vec::new();
+    while let Ok(Some(l)) = tokio::time::timeout(Duration::from_secs(5), rxa.recv()).await {
+        rest.push(l.line);
+    }
+    assert!(
+        rest.iter().any(|l| l.contains("Workload finished")),
+        "{rest:?}"
+    );
+    while rxb.recv().await.is_some() {}
+
+    // A failing task's exit code; a signal reaches the task.
+    let (f, _) = spec(home.path(), "fail");
+    let (mut uf, _rxf, _, _) = start(rt.as_ref(), &f).await;
+    assert_eq!(uf.wait().await.unwrap().code, Some(1));
+    let (s, _) = spec(home.path(), "sleep");
+    let (mut us, _rxs, _, _) = start(rt.as_ref(), &s).await;
+    us.signal(nix::sys::signal::Signal::SIGTERM as i32)
+        .await
+        .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), us.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((exit.code, exit.signal), (None, Some(15)), "{exit:?}");
+    us.cleanup().await.unwrap();
+}
+
+/// Per-task start (start() → the module's first line), warm vs a fresh Python.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_start_versus_cold_start() {
+    let home = tempfile::tempdir().unwrap();
+    let warm = warm_runtime(home.path()).await;
+    let cold = ProcessRuntime;
+    let mut warm_times = Vec::new();
+    let mut cold_times = Vec::new();
+    for _ in 0..3 {
+        let (s, _) = spec(home.path(), "ok");
+        let (mut u, _rx, _, t) = start(&warm, &s).await;
+        assert_eq!(u.wait().await.unwrap().code, Some(0));
+        warm_times.push(t);
+        let (s, _) = spec(home.path(), "ok");
+        let (mut u, _rx, _, t) = start(&cold, &s).await;
+        assert_eq!(u.wait().await.unwrap().code, Some(0));
+        u.cleanup().await.unwrap();
+        cold_times.push(t);
+    }
+    println!(
+        "import delay {IMPORT_SECONDS} s; warm start: {warm_times:?}; cold start: {cold_times:?}"
+    );
+    let best_cold = cold_times.iter().min().unwrap();
+    let worst_warm = warm_times.iter().max().unwrap();
+    // Not a timing assertion: the cold start includes the import by construction.
+    assert!(
+        best_cold.as_secs_f64() >= 1.5,
+        "the fake import delay did not apply: {cold_times:?}"
+    );
+    println!(
+        "warm is {:.0}x faster",
+        best_cold.as_secs_f64() / worst_warm.as_secs_f64()
+    );
+}
