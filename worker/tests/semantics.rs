@@ -71,11 +71,22 @@ async fn countdown_is_held_listed_in_scheduled_and_raises_prefetch() {
         .unwrap();
     assert_eq!(base, 4.0, "prefetch = concurrency 1 × multiplier 4");
 
+    // 8 s: the prefetch and scheduled checks below must see it still held
+    // even when Python is slow to start on a loaded machine.
     let sent = Instant::now();
     let id = client
-        .send(ECHO, json!(["later"]), json!({"countdown": 5}))
+        .send(ECHO, json!(["later"]), json!({"countdown": 8}))
         .await
         .unwrap();
+    let prefetch = worker
+        .wait_metric("celeriac_worker_prefetch_count", &[], base + 1.0)
+        .await
+        .unwrap();
+    assert_eq!(
+        prefetch,
+        base + 1.0,
+        "an ETA task held in memory raises the prefetch by one"
+    );
     let scheduled = client.inspect("scheduled", &worker.node).await.unwrap();
     let held = scheduled[&worker.node]
         .as_array()
@@ -85,14 +96,9 @@ async fn countdown_is_held_listed_in_scheduled_and_raises_prefetch() {
         held.iter().any(|t| t["request"]["id"] == json!(id)),
         "inspect scheduled does not list {id}: {scheduled}"
     );
-    let prefetch = worker
-        .metric("celeriac_worker_prefetch_count", &[])
-        .await
-        .unwrap();
-    assert_eq!(
-        prefetch,
-        base + 1.0,
-        "an ETA task held in memory raises the prefetch by one"
+    assert!(
+        sent.elapsed() < Duration::from_secs(8),
+        "too slow to see the task held; raise the countdown"
     );
 
     let out = client.wait(&id, Duration::from_secs(30)).await.unwrap();
@@ -240,7 +246,7 @@ async fn revoked_countdown_task_never_runs() {
     let worker = Worker::start(&spec).await.unwrap();
     let client = spec.client();
     let id = client
-        .send(ECHO, json!(["never"]), json!({"countdown": 2}))
+        .send(ECHO, json!(["never"]), json!({"countdown": 6}))
         .await
         .unwrap();
     worker

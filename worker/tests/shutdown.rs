@@ -42,20 +42,15 @@ async fn sigterm_drains_the_running_task_and_gives_back_the_waiting_ones() {
     let spec = WorkerSpec::redis().concurrency(1);
     let mut worker = Worker::start(&spec).await.unwrap();
     let client = spec.client();
-    let running = client
-        .send("celeriac.sleep", json!([3]), json!({}))
+    let ids = client
+        .send_many(&[
+            ("celeriac.sleep", json!([4]), json!({})),
+            ("celeriac.echo", json!(["a"]), json!({})),
+            ("celeriac.echo", json!(["b"]), json!({})),
+        ])
         .await
         .unwrap();
-    let waiting = [
-        client
-            .send("celeriac.echo", json!(["a"]), json!({}))
-            .await
-            .unwrap(),
-        client
-            .send("celeriac.echo", json!(["b"]), json!({}))
-            .await
-            .unwrap(),
-    ];
+    let (running, waiting) = (&ids[0], &ids[1..]);
     worker
         .wait_metric("celeriac_worker_tasks_active", &[], 1.0)
         .await
@@ -68,7 +63,7 @@ async fn sigterm_drains_the_running_task_and_gives_back_the_waiting_ones() {
     worker.signal(Signal::SIGTERM).unwrap();
     let status = worker.wait_exit(EXIT_TIMEOUT).await.unwrap();
     assert_eq!(status, "exit status: 0", "{}", worker.log_tail());
-    let out = client.wait(&running, Duration::from_secs(5)).await.unwrap();
+    let out = client.wait(running, Duration::from_secs(5)).await.unwrap();
     assert_eq!(
         out["state"],
         json!("SUCCESS"),
@@ -97,7 +92,7 @@ async fn second_sigterm_goes_cold_and_restores_the_running_task() {
     let mut worker = Worker::start(&spec).await.unwrap();
     let client = spec.client();
     let id = client
-        .send("celeriac.sleep", json!([3]), json!({}))
+        .send("celeriac.sleep", json!([4]), json!({}))
         .await
         .unwrap();
     worker

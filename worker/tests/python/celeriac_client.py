@@ -9,6 +9,7 @@ Environment:
 usage:
   celeriac_client.py call NAME ARGS KWARGS OPTIONS   send, wait, print the outcome
   celeriac_client.py send NAME ARGS KWARGS OPTIONS   send, print {"id": ...}
+  celeriac_client.py send-many JSON                   send [[NAME, ARGS, OPTIONS], ...] in order
   celeriac_client.py wait ID TIMEOUT                 wait for a sent task's outcome
   celeriac_client.py meta ID                         the backend's stored meta
   celeriac_client.py inspect METHOD NODE             inspect reply from NODE
@@ -80,6 +81,11 @@ def main():
     elif cmd == "send":
         result = send(rest[0], json.loads(rest[1]), json.loads(rest[2]), json.loads(rest[3]))
         emit({"id": result.id})
+    elif cmd == "send-many":
+        # One process for several messages: their order and spacing then do
+        # not depend on how long Python takes to start.
+        ids = [send(name, args, {}, options).id for name, args, options in json.loads(rest[0])]
+        emit({"ids": ids})
     elif cmd == "wait":
         emit(outcome(app.AsyncResult(rest[0]), float(rest[1])))
     elif cmd == "meta":

@@ -88,6 +88,16 @@ impl Client {
             .ok_or_else(|| anyhow!("send printed {doc}"))
     }
 
+    /// Send `(name, args, options)` in this order from one process; the ids.
+    pub async fn send_many(&self, tasks: &[(&str, Value, Value)]) -> Result<Vec<String>> {
+        let list: Vec<Value> = tasks.iter().map(|(n, a, o)| json!([n, a, o])).collect();
+        let doc = self
+            .run(&["send-many", &Value::Array(list).to_string()])
+            .await?;
+        serde_json::from_value(doc["ids"].clone())
+            .with_context(|| format!("send-many printed {doc}"))
+    }
+
     /// Wait for a sent task's outcome, as `call` reports it.
     pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Value> {
         let t = timeout.as_secs_f64().to_string();
