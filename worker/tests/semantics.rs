@@ -246,15 +246,32 @@ async fn revoked_countdown_task_never_runs() {
     let worker = Worker::start(&spec).await.unwrap();
     let client = spec.client();
     let id = client
-        .send(ECHO, json!(["never"]), json!({"countdown": 6}))
+        .send(ECHO, json!(["never"]), json!({"countdown": 10}))
         .await
         .unwrap();
+    let sent = Instant::now();
     worker
         .wait_metric("celeriac_worker_tasks_reserved", &[], 1.0)
         .await
         .unwrap();
     client.revoke(&id, false).await.unwrap();
     let labels = queue_labels(ECHO, &worker);
+    // Celery 5.7 writes REVOKED at revoke time for a task it holds (§6.4),
+    // long before the ETA fires and the task is discarded.
+    let meta = client.meta(&id).await.unwrap();
+    let discarded = worker
+        .metric("celeriac_task_revoked_total", &labels)
+        .await
+        .unwrap();
+    assert!(
+        sent.elapsed() < Duration::from_secs(10) && discarded == 0.0,
+        "too slow to check before the ETA; raise the countdown"
+    );
+    assert_eq!(
+        meta["status"],
+        json!("REVOKED"),
+        "not REVOKED at revoke time: {meta}"
+    );
     // When the ETA fires the held task is discarded (task-revoked, acked).
     worker
         .wait_metric("celeriac_task_revoked_total", &labels, 1.0)
@@ -360,25 +377,25 @@ async fn malformed_messages_are_dropped_and_consumption_goes_on() {
     let spec = WorkerSpec::redis();
     let worker = Worker::start(&spec).await.unwrap();
     let client = spec.client();
-    let (bad_json, pickle, no_embed) = (task_id(), task_id(), task_id());
+    let (bad_json, pickle, bad_eta, no_embed) = (task_id(), task_id(), task_id(), task_id());
+    let mut eta_header = headers(ECHO, &bad_eta);
+    eta_header["eta"] = json!("next tuesday");
+    let good_body = "[[\"x\"], {}, {\"callbacks\": null, \"errbacks\": null, \"chain\": null, \"chord\": null}]";
     client
-        .lpush("[[1], {", "application/json", headers(ECHO, &bad_json))
-        .await
-        .unwrap();
-    client
-        .lpush(
-            "\u{80}\u{4}K\u{1}.",
-            "application/x-python-serialize",
-            headers(ECHO, &pickle),
-        )
-        .await
-        .unwrap();
-    client
-        .lpush(
-            "[[\"no embed\"], {}]",
-            "application/json",
-            headers(ECHO, &no_embed),
-        )
+        .lpush(&[
+            ("[[1], {", "application/json", headers(ECHO, &bad_json)),
+            (
+                "\u{80}\u{4}K\u{1}.",
+                "application/x-python-serialize",
+                headers(ECHO, &pickle),
+            ),
+            (good_body, "application/json", eta_header),
+            (
+                "[[\"no embed\"], {}]",
+                "application/json",
+                headers(ECHO, &no_embed),
+            ),
+        ])
         .await
         .unwrap();
     let out = client
@@ -419,7 +436,15 @@ async fn malformed_messages_are_dropped_and_consumption_goes_on() {
         1.0
     );
     assert_eq!(llen(&worker.queue).await, 0);
-    for id in [&bad_json, &pickle] {
+    let eta = [("reason", "header")];
+    assert_eq!(
+        worker
+            .metric("celeriac_malformed_messages_total", &eta)
+            .await
+            .unwrap(),
+        1.0
+    );
+    for id in [&bad_json, &pickle, &bad_eta] {
         assert!(
             !unacked_holds(id).await,
             "malformed message {id} was left unacked"

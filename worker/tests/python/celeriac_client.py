@@ -15,7 +15,8 @@ usage:
   celeriac_client.py inspect METHOD NODE             inspect reply from NODE
   celeriac_client.py revoke ID TERMINATE             revoke (TERMINATE: 0 or 1)
   celeriac_client.py events FILE                     collect events as JSON lines
-  celeriac_client.py lpush BODY CONTENT_TYPE HEADERS  a raw kombu envelope onto the queue
+  celeriac_client.py lpush JSON                       raw kombu envelopes onto the queue:
+                                                     [[BODY, CONTENT_TYPE, HEADERS], ...]
 
 OPTIONS is a JSON object: countdown, expires_ago (seconds in the past),
 soft_time_limit, time_limit, ignore_result, task_id, timeout (for call).
@@ -97,7 +98,9 @@ def main():
         app.control.revoke(rest[0], terminate=rest[1] == "1")
         emit({"revoked": rest[0]})
     elif cmd == "lpush":
-        lpush(rest[0], rest[1], json.loads(rest[2]))
+        for body, content_type, headers in json.loads(rest[0]):
+            lpush(body, content_type, headers)
+        emit({"pushed": True})
     elif cmd == "events":
         collect_events(rest[0])
     else:
@@ -129,7 +132,6 @@ def lpush(body, content_type, headers):
         },
     }
     redis.Redis.from_url(os.environ["CLIENT_BROKER"]).lpush(queue, json.dumps(envelope))
-    emit({"pushed": headers.get("id")})
 
 
 def collect_events(path):

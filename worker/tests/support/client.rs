@@ -119,10 +119,13 @@ impl Client {
         self.run(&["revoke", id, t]).await.map(drop)
     }
 
-    /// LPUSH a raw kombu envelope (`body` base64-encoded by the script).
-    pub async fn lpush(&self, body: &str, content_type: &str, headers: Value) -> Result<()> {
-        let h = headers.to_string();
-        self.run(&["lpush", body, content_type, &h]).await.map(drop)
+    /// LPUSH raw kombu envelopes `(body, content_type, headers)` in this
+    /// order (the script base64-encodes each body).
+    pub async fn lpush(&self, messages: &[(&str, &str, Value)]) -> Result<()> {
+        let list: Vec<Value> = messages.iter().map(|(b, c, h)| json!([b, c, h])).collect();
+        self.run(&["lpush", &Value::Array(list).to_string()])
+            .await
+            .map(drop)
     }
 
     /// Start an event receiver writing to `file`; returns once it listens.
