@@ -172,12 +172,32 @@ async fn soft_and_hard_time_limits_fail_the_task() {
     assert_eq!(soft["state"], json!("FAILURE"));
     assert_raised(&hard, "TimeLimitExceeded", &worker);
     assert_eq!(hard["state"], json!("FAILURE"));
-    let meta = client.meta(hard["id"].as_str().unwrap()).await.unwrap();
+    // The stored meta exactly as Celery 5.7 writes it (worker-limits.json):
+    // the hard limit as the message gave it (an int), no traceback.
+    let mut conn = redis_conn(BACKEND_DB).await;
+    let key = format!("celery-task-meta-{}", hard["id"].as_str().unwrap());
+    let raw: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let meta: Value = serde_json::from_str(&raw).unwrap();
+    let want = json!({"exc_type": "TimeLimitExceeded", "exc_message": [1], "exc_module": "billiard.exceptions"});
+    assert_eq!(meta["result"], want, "{raw}");
     assert_eq!(
         meta["traceback"],
         Value::Null,
         "Celery stores no traceback for a hard limit"
     );
+    let soft_key = format!("celery-task-meta-{}", soft["id"].as_str().unwrap());
+    let raw: String = redis::cmd("GET")
+        .arg(&soft_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let meta: Value = serde_json::from_str(&raw).unwrap();
+    let want = json!({"exc_type": "SoftTimeLimitExceeded", "exc_message": [], "exc_module": "billiard.exceptions"});
+    assert_eq!(meta["result"], want, "{raw}");
 }
 
 fn process_alive(pid: i32) -> bool {
