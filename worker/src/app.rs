@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use broker_compat::backend::database::ResultLayout;
 use broker_compat::backend::{self, BackendOptions, ResultBackend};
 use broker_compat::events::{EventDispatcher, LamportClock};
 use broker_compat::protocol::DecodeOptions;
@@ -68,6 +69,10 @@ impl App {
             Some(url) => {
                 let opts = BackendOptions {
                     result_expires: Some(config.result_expires).filter(|d| !d.is_zero()),
+                    // Airflow's scheduler runs Celery 5.6 (pickled `result`): a
+                    // table this worker creates first must have its layout, or
+                    // the scheduler cannot read the rows (airflow.md §4).
+                    create_layout: if config.airflow { ResultLayout::Celery56 } else { ResultLayout::Celery57 },
                     ..BackendOptions::default()
                 };
                 let b = backend::connect(url.expose_secret(), &opts)

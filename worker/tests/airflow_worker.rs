@@ -245,3 +245,36 @@ async fn log_server_checks_the_token_like_airflow() {
         404
     );
 }
+
+/// A worker that starts before the scheduler creates `celery_taskmeta`
+/// itself: with Celery 5.6's layout, which Airflow's scheduler reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn airflow_mode_creates_the_celery56_table() {
+    use sqlx::Connection;
+    let db = celeriac_tests::postgres::PgDatabase::create()
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432 is not reachable");
+    let worker = AirflowWorker::start(&db.celery_url(), 0).await.unwrap();
+    let id = uuid::Uuid::new_v4().to_string();
+    publish(
+        &worker.queue,
+        WORKLOAD,
+        &id,
+        json!([workload("ok").to_string()]),
+    )
+    .await;
+    let done = wait_status(&db, &id, "SUCCESS", &worker).await;
+    assert!(done.1, "result must be NULL");
+    let mut conn = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns WHERE table_name = 'celery_taskmeta' ORDER BY ordinal_position",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(columns.contains(&"result".to_owned()), "{columns:?}");
+    assert!(
+        !columns.contains(&"children".to_owned()),
+        "Celery 5.7 layout created: {columns:?}"
+    );
+}

@@ -138,6 +138,7 @@ pub fn free_port() -> SocketAddr {
 
 /// celeriac-worker in Airflow mode with the fake Airflow.
 pub struct AirflowWorker {
+    pub node: String,
     pub queue: String,
     pub home: TempDir,
     pub admin: SocketAddr,
@@ -153,6 +154,7 @@ impl AirflowWorker {
         let admin = free_port();
         let log_server = free_port();
         let log_dir = home.path().join("worker-logs");
+        let node = format!("celeriac@{}", unique("af"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_celeriac-worker"));
         cmd.args([
             "--airflow",
@@ -196,6 +198,7 @@ impl AirflowWorker {
         );
         let child = ChildGuard::spawn("celeriac-worker-airflow", cmd)?;
         let mut w = AirflowWorker {
+            node,
             queue,
             home,
             admin,
