@@ -93,7 +93,7 @@ async fn declares_what_the_python_worker_declared() {
     let queues = rabbitmqctl_json(&[
         "list_queues",
         "-p",
-        VHOST,
+        vhost(),
         "name",
         "durable",
         "auto_delete",
@@ -115,7 +115,7 @@ async fn declares_what_the_python_worker_declared() {
     let exchanges = rabbitmqctl_json(&[
         "list_exchanges",
         "-p",
-        VHOST,
+        vhost(),
         "name",
         "type",
         "durable",
@@ -225,7 +225,7 @@ async fn global_qos_holds_back_beyond_prefetch() {
     ]);
     let ours: Vec<_> = channels
         .iter()
-        .filter(|c| c["vhost"] == VHOST && c["global_prefetch_count"] == 3)
+        .filter(|c| c["vhost"] == vhost() && c["global_prefetch_count"] == 3)
         .collect();
     assert_eq!(
         ours.len(),
@@ -492,7 +492,7 @@ async fn broker_forced_close_is_transient_and_requeues() {
     let name = unique("celeriac-forced");
     let options = AmqpOptions::from_url(&url())
         .unwrap()
-        .with_vhost(FORCED_VHOST)
+        .with_vhost(forced_vhost())
         .with_connection_name(&name);
     let first = AmqpTransport::connect(options.clone()).await.unwrap();
     let queue = unique("forced");
@@ -519,7 +519,7 @@ async fn broker_forced_close_is_transient_and_requeues() {
     let out = rabbitmqctl(&[
         "close_all_connections",
         "--vhost",
-        FORCED_VHOST,
+        forced_vhost(),
         "celeriac test",
     ]);
     assert!(

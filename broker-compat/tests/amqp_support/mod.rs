@@ -12,10 +12,10 @@ use broker_compat::transport::{Consumer, Delivery, ExchangeType, QueueSpec, Tran
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::{Map, Value};
 
-pub const VHOST: &str = "celeriac-amqp-transport-test";
-/// Only the forced-close test connects here: the broker closes every
-/// connection of this vhost at once.
-pub const FORCED_VHOST: &str = "celeriac-amqp-transport-forced";
+/// Prefix of the vhosts this binary creates. nextest runs every test in its
+/// own process, so each process gets its own pair of vhosts (named after its
+/// pid) and removes the pairs of processes that are gone.
+const PREFIX: &str = "celeriac-amqp-test-";
 pub const WAIT: Duration = Duration::from_secs(10);
 
 pub fn rabbitmqctl(args: &[&str]) -> std::process::Output {
@@ -25,20 +25,36 @@ pub fn rabbitmqctl(args: &[&str]) -> std::process::Output {
         .unwrap_or_else(|e| panic!("cannot run rabbitmqctl {args:?}: {e}"))
 }
 
-/// Recreate the test vhost once per test binary (rabbitmqctl is slow).
+fn names() -> &'static (String, String) {
+    static NAMES: OnceLock<(String, String)> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        let pid = std::process::id();
+        (format!("{PREFIX}{pid}"), format!("{PREFIX}{pid}-forced"))
+    })
+}
+
+/// The vhost of this test process, created once (rabbitmqctl is slow).
 pub fn vhost() -> &'static str {
     static READY: OnceLock<()> = OnceLock::new();
     READY.get_or_init(|| {
-        let _ = rabbitmqctl(&["delete_vhost", VHOST]);
-        let _ = rabbitmqctl(&["delete_vhost", FORCED_VHOST]);
+        remove_stale_vhosts();
+        let (main, forced) = names();
         for args in [
-            vec!["add_vhost", VHOST],
-            vec!["set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*"],
-            vec!["add_vhost", FORCED_VHOST],
+            vec!["add_vhost", main.as_str()],
             vec![
                 "set_permissions",
                 "-p",
-                FORCED_VHOST,
+                main.as_str(),
+                "guest",
+                ".*",
+                ".*",
+                ".*",
+            ],
+            vec!["add_vhost", forced.as_str()],
+            vec![
+                "set_permissions",
+                "-p",
+                forced.as_str(),
                 "guest",
                 ".*",
                 ".*",
@@ -53,7 +69,28 @@ pub fn vhost() -> &'static str {
             );
         }
     });
-    VHOST
+    &names().0
+}
+
+/// Only the forced-close test connects here: the broker closes every
+/// connection of this vhost at once.
+pub fn forced_vhost() -> &'static str {
+    vhost();
+    &names().1
+}
+
+/// Delete the vhosts of earlier test processes that no longer run.
+fn remove_stale_vhosts() {
+    let out = rabbitmqctl(&["list_vhosts", "--silent"]);
+    for name in String::from_utf8_lossy(&out.stdout).lines().map(str::trim) {
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let pid = rest.trim_end_matches("-forced");
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = rabbitmqctl(&["delete_vhost", name]);
+        }
+    }
 }
 
 pub fn url() -> String {
