@@ -23,18 +23,31 @@ pub fn to_naive_utc(t: DateTime<Utc>) -> NaiveDateTime {
 
 /// Parse an ISO-8601 time as Celery accepts it. Naive values are UTC.
 pub fn parse_iso(s: &str) -> Result<DateTime<Utc>, DecodeError> {
-    let bad = || DecodeError::new(DecodeErrorKind::Header, format!("invalid ISO-8601 time {s:?}"));
+    let bad = || {
+        DecodeError::new(
+            DecodeErrorKind::Header,
+            format!("invalid ISO-8601 time {s:?}"),
+        )
+    };
     let t = s.trim();
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return Ok(dt.with_timezone(&Utc));
     }
     // dateutil also accepts a space separator and offsets without colon.
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%d %H:%M:%S%.f%z",
+        "%Y-%m-%dT%H:%M%z",
+    ] {
         if let Ok(dt) = DateTime::parse_from_str(t, fmt) {
             return Ok(dt.with_timezone(&Utc));
         }
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(n) = NaiveDateTime::parse_from_str(t, fmt) {
             return Ok(Utc.from_utc_datetime(&n));
         }
