@@ -1,0 +1,77 @@
+//! Measurements for bench/airflow.md: queued→running and span of the
+//! 20-task DAG, and the memory of a worker's whole process tree (the worker,
+//! its pool or warm Python servers, and the task processes they run).
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use super::metadb::RunOutcome;
+
+/// `(rss_kib, pss_kib, processes)` summed over `root` and its descendants.
+pub fn tree_memory(root: i32) -> (u64, u64, usize) {
+    let mut children: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for pid in all_pids() {
+        if let Some(ppid) = ppid(pid) {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut stack = vec![root];
+    let (mut rss, mut pss, mut n) = (0, 0, 0);
+    while let Some(pid) = stack.pop() {
+        rss += field_kib(&format!("/proc/{pid}/status"), "VmRSS:");
+        pss += field_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:");
+        n += 1;
+        stack.extend(children.get(&pid).cloned().unwrap_or_default());
+    }
+    (rss, pss, n)
+}
+
+fn all_pids() -> Vec<i32> {
+    fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn ppid(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn field_kib(path: &str, name: &str) -> u64 {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `min / median / max` of queued→running over the run's TIs, and the span.
+pub fn latency(out: &RunOutcome) -> String {
+    let mut v: Vec<f64> = out
+        .tis
+        .iter()
+        .filter_map(|t| t.queued_to_running())
+        .collect();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return "no timings".into();
+    }
+    format!(
+        "q→run min {:.2}s median {:.2}s max {:.2}s; span {:.1}s",
+        v[0],
+        v[v.len() / 2],
+        v[v.len() - 1],
+        super::checks::span(out),
+    )
+}
