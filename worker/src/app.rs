@@ -25,9 +25,9 @@ use crate::consume::ConsumeLoop;
 use crate::control::{Control, StaticInfo};
 use crate::events::Events;
 use crate::execute::{Executor, TaskDefaults};
+use crate::logserver::LogServer;
 use crate::metrics::Metrics;
 use crate::routing::Routing;
-use crate::logserver::LogServer;
 use crate::runtime::process::ProcessRuntime;
 use crate::runtime::warm_python::{Launch, WarmPythonRuntime};
 use crate::runtime::Runtime;
@@ -72,7 +72,11 @@ impl App {
                     // Airflow's scheduler runs Celery 5.6 (pickled `result`): a
                     // table this worker creates first must have its layout, or
                     // the scheduler cannot read the rows (airflow.md §4).
-                    create_layout: if config.airflow { ResultLayout::Celery56 } else { ResultLayout::Celery57 },
+                    create_layout: if config.airflow {
+                        ResultLayout::Celery56
+                    } else {
+                        ResultLayout::Celery57
+                    },
                     ..BackendOptions::default()
                 };
                 let b = backend::connect(url.expose_secret(), &opts)
@@ -116,19 +120,41 @@ impl App {
     /// Run until warm shutdown, drain, then stop. Returns once every task
     /// has finished or was given back to the broker.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let App { config, routing, transport, backend, metrics, health, admin, docker, warm_python, log_server, log_dir } = self;
+        let App {
+            config,
+            routing,
+            transport,
+            backend,
+            metrics,
+            health,
+            admin,
+            docker,
+            warm_python,
+            log_server,
+            log_dir,
+        } = self;
         let background = CancellationToken::new();
         let mut registry = Registry::new(routing);
         if let Some(settings) = config.airflow_settings.clone() {
             if let (Some(listener), Some(ls)) = (log_server, &settings.log_server) {
-                let server = LogServer::new(settings.base_log_folder.clone(), ls.secret.clone(), ls.leeway);
+                let server = LogServer::new(
+                    settings.base_log_folder.clone(),
+                    ls.secret.clone(),
+                    ls.leeway,
+                );
                 tokio::spawn(server.serve(listener, background.clone()));
             }
             registry = registry.with_airflow(Arc::new(settings));
         }
         let state = WorkerState::new(&config.hostname, config.task_events);
         let clock = Arc::new(LamportClock::new(0));
-        let dispatcher = EventDispatcher::new(transport.clone(), config.hostname.clone(), state.pid, clock.clone(), utcoffset());
+        let dispatcher = EventDispatcher::new(
+            transport.clone(),
+            config.hostname.clone(),
+            state.pid,
+            clock.clone(),
+            utcoffset(),
+        );
         let events = Events::new(Arc::new(dispatcher), state.clone());
         let (loop_tx, loop_rx) = mpsc::channel(64);
         let (queue_tx, queue_rx) = mpsc::channel(16);
@@ -175,7 +201,11 @@ impl App {
         tracing::info!(node = %config.hostname, broker = %masked(&config.broker_url), queues = ?config.queues, concurrency = config.concurrency, "celeriac-worker ready");
         ConsumeLoop {
             transport,
-            queues: config.queues.iter().map(|q| QueueSpec::task_queue(q)).collect(),
+            queues: config
+                .queues
+                .iter()
+                .map(|q| QueueSpec::task_queue(q))
+                .collect(),
             prefetch: config.prefetch(),
             exec,
             health,
@@ -196,15 +226,26 @@ impl App {
 
 /// Airflow mode: the warm Python pool (started now: a worker that cannot
 /// run its tasks should not start) and the log server's port.
-async fn airflow_parts(config: &Config) -> anyhow::Result<(Option<Arc<dyn Runtime>>, Option<tokio::net::TcpListener>)> {
+async fn airflow_parts(
+    config: &Config,
+) -> anyhow::Result<(Option<Arc<dyn Runtime>>, Option<tokio::net::TcpListener>)> {
     let Some(settings) = &config.airflow_settings else {
         return Ok((None, None));
     };
     let warm: Option<Arc<dyn Runtime>> = if settings.warm_pool > 0 {
-        let launch = Launch { python: settings.python.clone(), env: settings.task_env(), preload: settings.preload.clone() };
+        let launch = Launch {
+            python: settings.python.clone(),
+            env: settings.task_env(),
+            preload: settings.preload.clone(),
+        };
         let runtime = WarmPythonRuntime::start(launch, settings.warm_pool)
             .await
-            .with_context(|| format!("starting the warm Python pool with {}", settings.python.display()))?;
+            .with_context(|| {
+                format!(
+                    "starting the warm Python pool with {}",
+                    settings.python.display()
+                )
+            })?;
         Some(Arc::new(runtime))
     } else {
         None

@@ -16,13 +16,22 @@ pub struct BrokerSettings {
 }
 
 pub fn is_redis(url: &str) -> bool {
-    ["redis://", "rediss://", "unix://", "redis+unix://", "sentinel://"]
-        .iter()
-        .any(|s| url.starts_with(s))
+    [
+        "redis://",
+        "rediss://",
+        "unix://",
+        "redis+unix://",
+        "sentinel://",
+    ]
+    .iter()
+    .any(|s| url.starts_with(s))
 }
 
 /// A transport that reconnects by itself after a broker loss.
-pub async fn connect(url: &str, settings: &BrokerSettings) -> broker_compat::Result<Arc<dyn Transport>> {
+pub async fn connect(
+    url: &str,
+    settings: &BrokerSettings,
+) -> broker_compat::Result<Arc<dyn Transport>> {
     let (url, settings) = (url.to_owned(), settings.clone());
     let connector: Connector = Arc::new(move || {
         let (url, settings) = (url.clone(), settings.clone());
@@ -31,13 +40,17 @@ pub async fn connect(url: &str, settings: &BrokerSettings) -> broker_compat::Res
     Ok(Arc::new(Reconnecting::connect(connector).await?))
 }
 
-async fn connect_once(url: &str, settings: &BrokerSettings) -> broker_compat::Result<Arc<dyn Transport>> {
+async fn connect_once(
+    url: &str,
+    settings: &BrokerSettings,
+) -> broker_compat::Result<Arc<dyn Transport>> {
     if is_redis(url) {
         let mut opts = RedisOptions::from_url(url)?;
         opts.visibility_timeout = settings.visibility_timeout;
         Ok(Arc::new(RedisTransport::connect(opts).await?))
     } else {
-        let opts = AmqpOptions::from_url(url)?.with_connection_name(settings.connection_name.clone());
+        let opts =
+            AmqpOptions::from_url(url)?.with_connection_name(settings.connection_name.clone());
         Ok(Arc::new(AmqpTransport::connect(opts).await?))
     }
 }
@@ -46,6 +59,9 @@ async fn connect_once(url: &str, settings: &BrokerSettings) -> broker_compat::Re
 pub fn host_of(url: &str) -> String {
     url::Url::parse(url)
         .ok()
-        .and_then(|u| u.host_str().map(|h| format!("{h}:{}", u.port().unwrap_or(0))))
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| format!("{h}:{}", u.port().unwrap_or(0)))
+        })
         .unwrap_or_default()
 }

@@ -15,7 +15,11 @@ use crate::tasks::airflow::settings::{AirflowFlags, AirflowSettings};
 /// Command line as the user types it. Every value is optional here so that
 /// Airflow's settings can fill the gaps; [`Config::resolve`] applies defaults.
 #[derive(Debug, Clone, Default, Parser)]
-#[command(name = "celeriac-worker", version, about = "A Celery-compatible worker")]
+#[command(
+    name = "celeriac-worker",
+    version,
+    about = "A Celery-compatible worker"
+)]
 pub struct Cli {
     /// Broker URL (redis://, rediss://, amqp://, amqps://). Falls back to AIRFLOW__CELERY__BROKER_URL.
     #[arg(long, env = "CELERIAC_BROKER_URL")]
@@ -65,7 +69,11 @@ pub struct Cli {
     #[arg(long, env = "CELERIAC_CONFIG")]
     pub config: Option<PathBuf>,
     /// Where task logs are kept (`<dir>/<queue>/<task_id>.log`).
-    #[arg(long, env = "CELERIAC_LOG_DIR", default_value = "/var/tmp/celeriac/logs")]
+    #[arg(
+        long,
+        env = "CELERIAC_LOG_DIR",
+        default_value = "/var/tmp/celeriac/logs"
+    )]
     pub log_dir: PathBuf,
     /// Airflow mode even without AIRFLOW__CELERY__BROKER_URL: run Airflow's
     /// `execute_workload` (3.x) and `execute_command` (2.x) tasks.
@@ -157,7 +165,13 @@ impl Config {
                 "no broker URL: set --broker, CELERIAC_BROKER_URL or AIRFLOW__CELERY__BROKER_URL",
             )
         })?;
-        validate_scheme("--broker", &broker, &["redis", "rediss", "unix", "sentinel", "amqp", "amqps", "pyamqp"])?;
+        validate_scheme(
+            "--broker",
+            &broker,
+            &[
+                "redis", "rediss", "unix", "sentinel", "amqp", "amqps", "pyamqp",
+            ],
+        )?;
         let result_backend = cli
             .result_backend
             .or_else(|| env("AIRFLOW__CELERY__RESULT_BACKEND"))
@@ -312,7 +326,10 @@ mod tests {
             &[],
             &[
                 ("AIRFLOW__CELERY__BROKER_URL", "redis://:pw@redis:6379/0"),
-                ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql+psycopg2://a:b@pg/airflow"),
+                (
+                    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+                    "postgresql+psycopg2://a:b@pg/airflow",
+                ),
                 ("AIRFLOW__CELERY__WORKER_CONCURRENCY", "16"),
             ],
         )
@@ -328,17 +345,32 @@ mod tests {
             "db+postgresql+psycopg2://a:b@pg/airflow"
         );
         assert_eq!(masked(&c.broker_url), "redis://:****@redis:6379/0");
-        assert!(!format!("{c:?}").contains("pw@"), "Debug must not leak the password");
+        assert!(
+            !format!("{c:?}").contains("pw@"),
+            "Debug must not leak the password"
+        );
     }
 
     #[test]
     fn flags_win_over_airflow() {
         let c = resolve(
-            &["--broker", "amqp://guest:guest@localhost//", "-Q", "a,b", "-c", "3", "-n", "w1@%n"],
+            &[
+                "--broker",
+                "amqp://guest:guest@localhost//",
+                "-Q",
+                "a,b",
+                "-c",
+                "3",
+                "-n",
+                "w1@%n",
+            ],
             &[("AIRFLOW__CELERY__BROKER_URL", "redis://x/0")],
         )
         .unwrap();
-        assert_eq!(c.broker_url.expose_secret(), "amqp://guest:guest@localhost//");
+        assert_eq!(
+            c.broker_url.expose_secret(),
+            "amqp://guest:guest@localhost//"
+        );
         assert_eq!(c.queues, vec!["a", "b"]);
         assert_eq!(c.concurrency, 3);
         assert!(c.hostname.starts_with("w1@"));
@@ -364,7 +396,10 @@ mod tests {
 
     #[test]
     fn node_names_expand_like_celery() {
-        assert_eq!(node_name("celeriac@%h", "box.example.com"), "celeriac@box.example.com");
+        assert_eq!(
+            node_name("celeriac@%h", "box.example.com"),
+            "celeriac@box.example.com"
+        );
         assert_eq!(node_name("w@%n", "box.example.com"), "w@box");
         assert_eq!(node_name("%h", "box"), "celeriac@box");
     }

@@ -96,8 +96,16 @@ impl ConsumeLoop {
     }
 
     /// Returns true when the connection was lost (reconnect), false on stop.
-    async fn consume(&mut self, consumer: &mut dyn Consumer, extra: &mut i32, stop: &CancellationToken) -> bool {
-        self.exec.metrics.prefetch.set(i64::from(self.effective(*extra)));
+    async fn consume(
+        &mut self,
+        consumer: &mut dyn Consumer,
+        extra: &mut i32,
+        stop: &CancellationToken,
+    ) -> bool {
+        self.exec
+            .metrics
+            .prefetch
+            .set(i64::from(self.effective(*extra)));
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return false,
@@ -151,7 +159,11 @@ impl ConsumeLoop {
         let msg = match TaskMessage::decode(&message, &self.decode) {
             Ok(m) => m,
             Err(e) => {
-                self.exec.metrics.malformed_messages.with_label_values(&[e.kind.as_str()]).inc();
+                self.exec
+                    .metrics
+                    .malformed_messages
+                    .with_label_values(&[e.kind.as_str()])
+                    .inc();
                 let how = match e.kind.disposition() {
                     Disposition::Ack => Settlement::Ack,
                     Disposition::Reject => Settlement::Reject { requeue: false },
@@ -165,7 +177,13 @@ impl ConsumeLoop {
         };
         match self.exec.registry.resolve(&msg.headers.task, &queue) {
             Some(kind) => {
-                let req = Request { msg, delivery: info, kind, settle, queue };
+                let req = Request {
+                    msg,
+                    delivery: info,
+                    kind,
+                    settle,
+                    queue,
+                };
                 self.tracker.spawn(self.exec.clone().handle(req));
             }
             None => self.unregistered(msg, settle, &queue).await,
@@ -179,7 +197,9 @@ impl ConsumeLoop {
         if let Err(e) = settle.settle(Settlement::Reject { requeue: false }).await {
             tracing::error!(error = %e, "could not reject an unregistered task");
         }
-        self.exec.metrics.task(TaskEvent::Failed, "unregistered", queue);
+        self.exec
+            .metrics
+            .task(TaskEvent::Failed, "unregistered", queue);
         let exc = ExceptionInfo::not_registered(&name);
         if let Some(backend) = &self.exec.backend {
             if let Err(e) = backend.store(&TaskResult::failure(&id, &exc, None)).await {
@@ -187,7 +207,10 @@ impl ConsumeLoop {
                 tracing::error!(task_id = %id, error = %e, "could not store NotRegistered");
             }
         }
-        self.exec.events.task(Event::task_failed(&id, &exc.repr(), None)).await;
+        self.exec
+            .events
+            .task(Event::task_failed(&id, &exc.repr(), None))
+            .await;
     }
 }
 

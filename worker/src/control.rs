@@ -92,8 +92,17 @@ impl Control {
             "ping" => ok("pong"),
             "hello" => self.hello(args),
             "clock" => json!({"clock": self.clock.value()}),
-            "active" | "dump_active" => Value::Array(state.tasks().active.values().map(|a| a.info.clone()).collect()),
-            "reserved" | "dump_reserved" => Value::Array(state.tasks().reserved.values().cloned().collect()),
+            "active" | "dump_active" => Value::Array(
+                state
+                    .tasks()
+                    .active
+                    .values()
+                    .map(|a| a.info.clone())
+                    .collect(),
+            ),
+            "reserved" | "dump_reserved" => {
+                Value::Array(state.tasks().reserved.values().cloned().collect())
+            }
             "scheduled" | "dump_schedule" => Value::Array(
                 state
                     .tasks()
@@ -106,7 +115,9 @@ impl Control {
             "revoked" | "dump_revoked" => json!(state.tasks().revoked.ids()),
             "registered" | "dump_tasks" => json!(self.exec.registry.registered()),
             "stats" => self.stats(),
-            "active_queues" => Value::Array(self.info.queues.iter().map(|q| queue_info(q)).collect()),
+            "active_queues" => {
+                Value::Array(self.info.queues.iter().map(|q| queue_info(q)).collect())
+            }
             "revoke" => self.revoke(args, arg_bool(args, "terminate")).await,
             "terminate" => self.revoke(args, true).await,
             "shutdown" => {
@@ -143,13 +154,19 @@ impl Control {
     fn query_task(&self, args: &Map<String, Value>) -> Value {
         let tasks = self.exec.state.tasks();
         let mut out = Map::new();
-        for id in ids_arg(args, "ids").iter().chain(ids_arg(args, "task_id").iter()) {
+        for id in ids_arg(args, "ids")
+            .iter()
+            .chain(ids_arg(args, "task_id").iter())
+        {
             let found = if let Some(a) = tasks.active.get(id) {
                 Some(json!(["active", a.info]))
             } else if let Some(info) = tasks.reserved.get(id) {
                 Some(json!(["reserved", info]))
             } else {
-                tasks.scheduled.get(id).map(|(_, info)| json!(["scheduled", info]))
+                tasks
+                    .scheduled
+                    .get(id)
+                    .map(|(_, info)| json!(["scheduled", info]))
             };
             if let Some(v) = found {
                 out.insert(id.clone(), v);
@@ -162,7 +179,11 @@ impl Control {
     /// worker is not running whose stored state is not final yet (Celery 5.7).
     async fn revoke(&self, args: &Map<String, Value>, terminate: bool) -> Value {
         let ids = ids_arg(args, "task_id");
-        let signum = parse_signal(args.get("signal").and_then(Value::as_str).unwrap_or("SIGTERM"));
+        let signum = parse_signal(
+            args.get("signal")
+                .and_then(Value::as_str)
+                .unwrap_or("SIGTERM"),
+        );
         let mut terminated = Vec::new();
         let mut not_running = Vec::new();
         {
@@ -188,15 +209,23 @@ impl Control {
             }
             return ok(format!("terminate: {}", terminated.join(", ")));
         }
-        let set: Vec<String> = ids.iter().map(|i| broker_compat::protocol::pyjson::str_repr(i)).collect();
+        let set: Vec<String> = ids
+            .iter()
+            .map(|i| broker_compat::protocol::pyjson::str_repr(i))
+            .collect();
         ok(format!("tasks {{{}}} flagged as revoked", set.join(", ")))
     }
 
     async fn mark_revoked(&self, id: &str) {
-        let Some(backend) = &self.exec.backend else { return };
+        let Some(backend) = &self.exec.backend else {
+            return;
+        };
         let pending = match backend.get(id).await {
             Ok(None) => true,
-            Ok(Some(r)) => matches!(r.status.as_str(), "PENDING" | "RECEIVED" | "RETRY" | "REJECTED"),
+            Ok(Some(r)) => matches!(
+                r.status.as_str(),
+                "PENDING" | "RECEIVED" | "RETRY" | "REJECTED"
+            ),
             Err(e) => {
                 tracing::warn!(task_id = %id, error = %e, "could not read the state of a revoked task");
                 false
@@ -233,7 +262,10 @@ impl Control {
         let Some(queue) = args.get("queue").and_then(Value::as_str) else {
             return nok("missing queue");
         };
-        let _ = self.queue_tx.send(QueueCommand::Cancel(queue.to_owned())).await;
+        let _ = self
+            .queue_tx
+            .send(QueueCommand::Cancel(queue.to_owned()))
+            .await;
         ok(format!("no longer consuming from {queue}"))
     }
 
@@ -262,7 +294,9 @@ impl Control {
 }
 
 fn toggle_events(state: &crate::state::WorkerState, on: bool) -> Value {
-    let was = state.task_events.swap(on, std::sync::atomic::Ordering::Relaxed);
+    let was = state
+        .task_events
+        .swap(on, std::sync::atomic::Ordering::Relaxed);
     match (on, was) {
         (true, false) => ok("task events enabled"),
         (true, true) => ok("task events already enabled"),
@@ -288,7 +322,11 @@ fn queue_info(name: &str) -> Value {
 fn ids_arg(args: &Map<String, Value>, key: &str) -> Vec<String> {
     match args.get(key) {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
         _ => vec![],
     }
 }

@@ -51,7 +51,10 @@ impl Events {
         let status = WorkerStatus {
             freq: HEARTBEAT_INTERVAL.as_secs_f64(),
             active: self.state.active_count() as u64,
-            processed: self.state.processed.load(std::sync::atomic::Ordering::Relaxed),
+            processed: self
+                .state
+                .processed
+                .load(std::sync::atomic::Ordering::Relaxed),
             loadavg: loadavg(),
         };
         if let Err(e) = self.dispatcher.send(make(&status, &software())).await {

@@ -20,7 +20,9 @@ fn main() -> ExitCode {
         Err(e) => return config_error(&e),
     };
     // Airflow task processes get the worker's AIRFLOW_* settings.
-    config.airflow_settings = config.airflow_settings.map(|a| a.with_process_env(std::env::vars()));
+    config.airflow_settings = config
+        .airflow_settings
+        .map(|a| a.with_process_env(std::env::vars()));
     let routing = match config.config_file.as_deref().map(Routing::load).transpose() {
         Ok(r) => r.unwrap_or_default(),
         Err(e) => return config_error(&e),

@@ -83,13 +83,21 @@ impl Metrics {
         )?;
         let m = Metrics {
             task_events,
-            tasks_active: gauge(&registry, "celeriac_worker_tasks_active", "Tasks executing now")?,
+            tasks_active: gauge(
+                &registry,
+                "celeriac_worker_tasks_active",
+                "Tasks executing now",
+            )?,
             tasks_reserved: gauge(
                 &registry,
                 "celeriac_worker_tasks_reserved",
                 "Tasks received and not yet executing (incl. ETA)",
             )?,
-            prefetch: gauge(&registry, "celeriac_worker_prefetch_count", "Current prefetch limit")?,
+            prefetch: gauge(
+                &registry,
+                "celeriac_worker_prefetch_count",
+                "Current prefetch limit",
+            )?,
             broker_connected: gauge(
                 &registry,
                 "celeriac_broker_connected",
@@ -185,7 +193,8 @@ mod tests {
         m.task(TaskEvent::Succeeded, "celeriac.echo", "celery");
         m.malformed_messages.with_label_values(&["body"]).inc();
         let text = m.render();
-        assert!(text.contains(r#"celeriac_task_succeeded_total{name="celeriac.echo",queue="celery"} 1"#));
+        assert!(text
+            .contains(r#"celeriac_task_succeeded_total{name="celeriac.echo",queue="celery"} 1"#));
         assert!(text.contains(r#"celeriac_malformed_messages_total{reason="body"} 1"#));
         assert!(text.contains("celeriac_worker_tasks_active 0"));
     }

@@ -21,7 +21,9 @@ pub struct Settle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settlement {
     Ack,
-    Reject { requeue: bool },
+    Reject {
+        requeue: bool,
+    },
     /// Back to the front of the queue, untouched (shutdown).
     Restore,
 }

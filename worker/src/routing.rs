@@ -168,7 +168,9 @@ impl Routing {
         }
         for (name, p) in &self.profile {
             let at = |field: &str| format!("profile.{name}.{field}");
-            if matches!(p.runtime, RuntimeKind::Docker | RuntimeKind::Kubernetes) && p.image.is_none() {
+            if matches!(p.runtime, RuntimeKind::Docker | RuntimeKind::Kubernetes)
+                && p.image.is_none()
+            {
                 return Err(err(at("image"), "is required for this runtime"));
             }
             if p.runtime == RuntimeKind::Process && p.command.is_empty() {
@@ -228,7 +230,9 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 /// `512Mi`, `2G`, `1048576` → bytes.
 pub fn parse_bytes(s: &str) -> Option<i64> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().ok()?;
     let mult: f64 = match unit.trim() {
@@ -327,7 +331,10 @@ profile = "spark"
             ("[[route]]\ntask='a'\nprofile='nope'", "route[0].profile"),
             ("[profile.d]\nruntime='docker'", "profile.d.image"),
             ("[profile.p]\nruntime='process'", "profile.p.command"),
-            ("[profile.d]\nruntime='docker'\nimage='x'\nmemory='lots'", "profile.d.memory"),
+            (
+                "[profile.d]\nruntime='docker'\nimage='x'\nmemory='lots'",
+                "profile.d.memory",
+            ),
             ("[profile.d]\nruntime='vm'", "--config"),
         ];
         for (text, setting) in cases {

@@ -25,11 +25,16 @@ pub struct LogSummary {
 /// `<dir>/<queue>/<task_id>.log`, with path separators in names neutralised.
 pub fn log_path(dir: &Path, queue: &str, task_id: &str) -> PathBuf {
     let clean = |s: &str| s.replace(['/', '\\'], "_").replace("..", "_");
-    dir.join(clean(queue)).join(format!("{}.log", clean(task_id)))
+    dir.join(clean(queue))
+        .join(format!("{}.log", clean(task_id)))
 }
 
 /// Drain `rx` until every sender is gone; returns once the file is synced.
-pub async fn collect(mut rx: mpsc::Receiver<LogLine>, path: PathBuf, task_id: String) -> LogSummary {
+pub async fn collect(
+    mut rx: mpsc::Receiver<LogLine>,
+    path: PathBuf,
+    task_id: String,
+) -> LogSummary {
     let mut file = open(&path).await;
     let mut summary = LogSummary {
         path: file.is_some().then(|| path.clone()),
@@ -74,7 +79,12 @@ async fn open(path: &Path) -> Option<fs::File> {
             return None;
         }
     }
-    match OpenOptions::new().create(true).append(true).open(path).await {
+    match OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+    {
         Ok(f) => Some(f),
         Err(e) => {
             tracing::error!(path = %path.display(), error = %e, "cannot open the task log");
@@ -99,12 +109,20 @@ mod tests {
             (LogStream::Stderr, "warn"),
             (LogStream::Stdout, "{\"ok\": 1}"),
         ] {
-            tx.send(LogLine { stream, line: line.into() }).await.unwrap();
+            tx.send(LogLine {
+                stream,
+                line: line.into(),
+            })
+            .await
+            .unwrap();
         }
         drop(tx);
         let s = collector.await.unwrap();
         assert_eq!(s.last_stdout.as_deref(), Some("{\"ok\": 1}"));
         assert_eq!(s.stderr_tail, vec!["warn"]);
-        assert_eq!(std::fs::read_to_string(path).unwrap(), "hello\nwarn\n{\"ok\": 1}\n");
+        assert_eq!(
+            std::fs::read_to_string(path).unwrap(),
+            "hello\nwarn\n{\"ok\": 1}\n"
+        );
     }
 }

@@ -74,9 +74,12 @@ impl Executor {
         if self.discard_if_revoked(&req).await {
             return;
         }
-        self.metrics.task(TaskEvent::Received, self.metric_name(&req), &req.queue);
+        self.metrics
+            .task(TaskEvent::Received, self.metric_name(&req), &req.queue);
         tracing::info!(task_id = %id, task_name = req.display_name(), "Task {}[{}] received", req.display_name(), id);
-        self.events.task(Event::task_received(&received(&req))).await;
+        self.events
+            .task(Event::task_received(&received(&req)))
+            .await;
 
         if !self.hold_until_eta(&req).await {
             return;
@@ -101,7 +104,15 @@ impl Executor {
         let reason = if expired { "expired" } else { "revoked" };
         tracing::info!(task_id = %req.id(), "Discarding {reason} task {}[{}]", req.display_name(), req.id());
         self.state.tasks().revoked.insert(req.id());
-        self.finish(req, Outcome::Revoked { reason, signum: None, expired }).await;
+        self.finish(
+            req,
+            Outcome::Revoked {
+                reason,
+                signum: None,
+                expired,
+            },
+        )
+        .await;
         true
     }
 
@@ -136,7 +147,10 @@ impl Executor {
     /// Wait for a concurrency slot; at warm shutdown give the message back.
     async fn wait_for_slot(&self, req: &Request) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let info = req.info(&self.state.hostname, None, false);
-        self.state.tasks().reserved.insert(req.id().to_owned(), info);
+        self.state
+            .tasks()
+            .reserved
+            .insert(req.id().to_owned(), info);
         self.metrics.tasks_reserved.inc();
         let permit = tokio::select! {
             p = self.slots.clone().acquire_owned() => p.ok(),
@@ -154,7 +168,9 @@ impl Executor {
     async fn restore(&self, req: &Request) {
         match req.settle.settle(Settlement::Restore).await {
             Ok(_) => tracing::info!(task_id = %req.id(), "restored unstarted task to the broker"),
-            Err(e) => tracing::error!(task_id = %req.id(), error = %e, "could not restore task; the broker will redeliver it after its visibility timeout"),
+            Err(e) => {
+                tracing::error!(task_id = %req.id(), error = %e, "could not restore task; the broker will redeliver it after its visibility timeout")
+            }
         }
     }
 }

@@ -15,7 +15,9 @@ pub enum Outcome {
         traceback: Option<String>,
     },
     /// Killed at the hard time limit: FAILURE `TimeLimitExceeded`, no traceback.
-    TimeLimit { hard: f64 },
+    TimeLimit {
+        hard: f64,
+    },
     /// Republish with `retries + 1` after `countdown`, store RETRY.
     Retry {
         exc: ExceptionInfo,
@@ -30,10 +32,14 @@ pub enum Outcome {
     },
     /// The runtime could not run it (Docker down…): give the message back so
     /// this or another worker runs it later.
-    Requeue { why: String },
+    Requeue {
+        why: String,
+    },
     /// Cold shutdown stopped it mid-run: the message goes back to the broker.
     Lost,
     /// Celery's `Ignore`: no state stored, no event, the message acked
     /// (Airflow's duplicate delivery, `TaskAlreadyRunningError`).
-    Ignored { reason: String },
+    Ignored {
+        reason: String,
+    },
 }

@@ -31,16 +31,32 @@ impl Executor {
         mut terminate: watch::Receiver<Option<i32>>,
     ) -> Outcome {
         let TaskKind::Profile { profile, .. } = &req.kind else {
-            return Outcome::Requeue { why: "not a runtime task".into() };
+            return Outcome::Requeue {
+                why: "not a runtime task".into(),
+            };
         };
         let runtime = match profile.runtime {
             RuntimeKind::Process => self.process.clone(),
             RuntimeKind::Docker => match &self.docker {
                 Some(d) => d.clone(),
-                None => return self.runtime_failed(req, RuntimeError::new(RuntimeErrorKind::Unavailable, "the docker runtime is not configured on this worker")),
+                None => {
+                    return self.runtime_failed(
+                        req,
+                        RuntimeError::new(
+                            RuntimeErrorKind::Unavailable,
+                            "the docker runtime is not configured on this worker",
+                        ),
+                    )
+                }
             },
             RuntimeKind::Kubernetes => {
-                return self.runtime_failed(req, RuntimeError::new(RuntimeErrorKind::Unavailable, "the kubernetes runtime is not available in this version"))
+                return self.runtime_failed(
+                    req,
+                    RuntimeError::new(
+                        RuntimeErrorKind::Unavailable,
+                        "the kubernetes runtime is not available in this version",
+                    ),
+                )
             }
         };
         let spec = TaskSpec {
@@ -65,7 +81,10 @@ impl Executor {
         let summary = logs.await.unwrap_or_default();
         let result = read_result(unit.as_mut(), profile, &summary).await;
         if let Err(e) = unit.cleanup().await {
-            self.metrics.runtime_errors.with_label_values(&[e.kind.as_str()]).inc();
+            self.metrics
+                .runtime_errors
+                .with_label_values(&[e.kind.as_str()])
+                .inc();
             tracing::warn!(task_id = %req.id(), error = %e, "runtime cleanup failed");
         }
         match exit {
@@ -99,7 +118,10 @@ impl Executor {
     }
 
     pub(super) fn runtime_failed(&self, req: &Request, e: RuntimeError) -> Outcome {
-        self.metrics.runtime_errors.with_label_values(&[e.kind.as_str()]).inc();
+        self.metrics
+            .runtime_errors
+            .with_label_values(&[e.kind.as_str()])
+            .inc();
         tracing::error!(task_id = %req.id(), error = %e, "runtime error");
         match e.kind {
             // Nothing will make a missing image or binary appear: fail the task.
@@ -108,14 +130,23 @@ impl Executor {
                 traceback: None,
             },
             // The runtime may come back (daemon restart): let the task run later.
-            RuntimeErrorKind::Unavailable | RuntimeErrorKind::Failed => Outcome::Requeue { why: e.to_string() },
+            RuntimeErrorKind::Unavailable | RuntimeErrorKind::Failed => {
+                Outcome::Requeue { why: e.to_string() }
+            }
         }
     }
 }
 
-async fn read_result(unit: &mut dyn Running, profile: &Profile, logs: &LogSummary) -> serde_json::Value {
+async fn read_result(
+    unit: &mut dyn Running,
+    profile: &Profile,
+    logs: &LogSummary,
+) -> serde_json::Value {
     match &profile.result {
-        ResultSource::StdoutLastLine => logs.last_stdout.as_deref().map_or(serde_json::Value::Null, payload::parse_result),
+        ResultSource::StdoutLastLine => logs
+            .last_stdout
+            .as_deref()
+            .map_or(serde_json::Value::Null, payload::parse_result),
         ResultSource::None => serde_json::Value::Null,
         ResultSource::File(path) => match unit.read_file(path).await {
             Ok(Some(bytes)) => payload::parse_result(&String::from_utf8_lossy(&bytes)),
@@ -142,21 +173,36 @@ fn classify(
         return Outcome::Lost;
     }
     if let Some(sig) = did.terminated {
-        return Outcome::Revoked { reason: "terminated", signum: Some(sig), expired: false };
+        return Outcome::Revoked {
+            reason: "terminated",
+            signum: Some(sig),
+            expired: false,
+        };
     }
     if did.hard {
-        return Outcome::TimeLimit { hard: limits.hard.map_or(0.0, |d| d.as_secs_f64()) };
+        return Outcome::TimeLimit {
+            hard: limits.hard.map_or(0.0, |d| d.as_secs_f64()),
+        };
     }
     if exit.success() {
         return Outcome::Success(result);
     }
     if did.soft {
-        return Outcome::Failure { exc: ExceptionInfo::soft_time_limit_exceeded(), traceback };
+        return Outcome::Failure {
+            exc: ExceptionInfo::soft_time_limit_exceeded(),
+            traceback,
+        };
     }
     if exit.oom_killed {
         let limit = profile.memory.as_deref().unwrap_or("unset");
         return Outcome::Failure {
-            exc: ExceptionInfo::new("builtins", "MemoryError", vec![json!(format!("task killed by the OOM killer (memory limit {limit})"))]),
+            exc: ExceptionInfo::new(
+                "builtins",
+                "MemoryError",
+                vec![json!(format!(
+                    "task killed by the OOM killer (memory limit {limit})"
+                ))],
+            ),
             traceback,
         };
     }
@@ -167,8 +213,15 @@ fn classify(
     };
     let exc = ExceptionInfo::new("builtins", "RuntimeError", vec![json!(what)]);
     match &profile.retry {
-        Some(r) if exit.code.is_some_and(|c| r.on_exit_codes.contains(&c)) && req.msg.headers.retries < r.max_retries => {
-            Outcome::Retry { exc, traceback, countdown: r.countdown }
+        Some(r)
+            if exit.code.is_some_and(|c| r.on_exit_codes.contains(&c))
+                && req.msg.headers.retries < r.max_retries =>
+        {
+            Outcome::Retry {
+                exc,
+                traceback,
+                countdown: r.countdown,
+            }
         }
         _ => Outcome::Failure { exc, traceback },
     }

@@ -28,7 +28,9 @@ pub(super) struct Limits {
 impl Executor {
     pub(super) fn acks_late(&self, req: &Request) -> bool {
         match &req.kind {
-            TaskKind::Profile { profile, .. } => profile.acks_late.unwrap_or(self.defaults.acks_late),
+            TaskKind::Profile { profile, .. } => {
+                profile.acks_late.unwrap_or(self.defaults.acks_late)
+            }
             TaskKind::Airflow(a) => a.profile.acks_late.unwrap_or(self.defaults.acks_late),
             TaskKind::Builtin(_) => self.defaults.acks_late,
         }
@@ -44,7 +46,10 @@ impl Executor {
 
     fn limits(&self, req: &Request) -> Limits {
         let (hard, soft) = req.msg.headers.timelimit;
-        let secs = |s: Option<f64>| s.filter(|s| *s > 0.0 && s.is_finite()).map(Duration::from_secs_f64);
+        let secs = |s: Option<f64>| {
+            s.filter(|s| *s > 0.0 && s.is_finite())
+                .map(Duration::from_secs_f64)
+        };
         let (p_hard, p_soft) = match &req.kind {
             TaskKind::Profile { profile, .. } => (profile.time_limit, profile.soft_time_limit),
             TaskKind::Airflow(a) => (a.profile.time_limit, a.profile.soft_time_limit),
@@ -88,11 +93,17 @@ impl Executor {
                     terminate,
                 },
             );
-            *tasks.totals.entry(req.msg.headers.task.clone()).or_default() += 1;
+            *tasks
+                .totals
+                .entry(req.msg.headers.task.clone())
+                .or_default() += 1;
         }
-        self.state.processed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.state
+            .processed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.metrics.tasks_active.inc();
-        self.metrics.task(TaskEvent::Started, self.metric_name(req), &req.queue);
+        self.metrics
+            .task(TaskEvent::Started, self.metric_name(req), &req.queue);
         if !acks_late {
             if let Err(e) = req.settle.settle(Settlement::Ack).await {
                 tracing::error!(task_id = %req.id(), error = %e, "early ack failed; the broker may deliver the task again");
@@ -100,8 +111,13 @@ impl Executor {
         }
         self.events.task(Event::task_started(req.id())).await;
         let track = match &req.kind {
-            TaskKind::Profile { profile, .. } => profile.track_started.unwrap_or(self.defaults.track_started),
-            TaskKind::Airflow(a) => a.profile.track_started.unwrap_or(self.defaults.track_started),
+            TaskKind::Profile { profile, .. } => {
+                profile.track_started.unwrap_or(self.defaults.track_started)
+            }
+            TaskKind::Airflow(a) => a
+                .profile
+                .track_started
+                .unwrap_or(self.defaults.track_started),
             TaskKind::Builtin(_) => self.defaults.track_started,
         };
         if track && !self.ignore_result(req) {

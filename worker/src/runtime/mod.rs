@@ -136,7 +136,10 @@ pub trait Running: Send {
 /// not start).
 pub async fn docker_for(routing: &Routing) -> anyhow::Result<Option<std::sync::Arc<dyn Runtime>>> {
     use anyhow::Context as _;
-    let needed = routing.profile.values().any(|p| p.runtime == RuntimeKind::Docker);
+    let needed = routing
+        .profile
+        .values()
+        .any(|p| p.runtime == RuntimeKind::Docker);
     if !needed {
         return Ok(None);
     }

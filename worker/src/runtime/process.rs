@@ -18,7 +18,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{payload, Exit, LogLine, LogStream, Running, Runtime, RuntimeError, RuntimeErrorKind, TaskSpec};
+use super::{
+    payload, Exit, LogLine, LogStream, Running, Runtime, RuntimeError, RuntimeErrorKind, TaskSpec,
+};
 
 /// How long to wait for output still buffered in the pipes after the
 /// process exited (a grandchild may keep them open).
@@ -33,15 +35,25 @@ impl Runtime for ProcessRuntime {
         "process"
     }
 
-    async fn start(&self, spec: &TaskSpec, logs: mpsc::Sender<LogLine>) -> Result<Box<dyn Running>, RuntimeError> {
+    async fn start(
+        &self,
+        spec: &TaskSpec,
+        logs: mpsc::Sender<LogLine>,
+    ) -> Result<Box<dyn Running>, RuntimeError> {
         let argv = payload::command(spec);
         let Some((program, args)) = argv.split_first() else {
-            return Err(RuntimeError::new(RuntimeErrorKind::NotFound, "the profile has no command"));
+            return Err(RuntimeError::new(
+                RuntimeErrorKind::NotFound,
+                "the profile has no command",
+            ));
         };
         let mut cmd = Command::new(program);
         cmd.args(args)
             .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()))
+            .env(
+                "PATH",
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            )
             .env("LANG", "C.UTF-8")
             .envs(payload::environment(spec))
             .stdin(Stdio::piped())
@@ -123,12 +135,16 @@ impl Running for ProcessUnit {
     }
 
     async fn signal(&mut self, signal: i32) -> Result<(), RuntimeError> {
-        let sig = Signal::try_from(signal)
-            .map_err(|e| RuntimeError::new(RuntimeErrorKind::Failed, format!("signal {signal}: {e}")))?;
+        let sig = Signal::try_from(signal).map_err(|e| {
+            RuntimeError::new(RuntimeErrorKind::Failed, format!("signal {signal}: {e}"))
+        })?;
         let pgid = Pid::from_raw(i32::try_from(self.pid).unwrap_or(0));
         match killpg(pgid, sig) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-            Err(e) => Err(RuntimeError::new(RuntimeErrorKind::Failed, format!("killpg {}: {e}", self.pid))),
+            Err(e) => Err(RuntimeError::new(
+                RuntimeErrorKind::Failed,
+                format!("killpg {}: {e}", self.pid),
+            )),
         }
     }
 
@@ -140,7 +156,10 @@ impl Running for ProcessUnit {
         match tokio::fs::read(&full).await {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(RuntimeError::new(RuntimeErrorKind::Failed, format!("{}: {e}", full.display()))),
+            Err(e) => Err(RuntimeError::new(
+                RuntimeErrorKind::Failed,
+                format!("{}: {e}", full.display()),
+            )),
         }
     }
 
@@ -160,7 +179,12 @@ async fn forward<R: AsyncRead + Unpin>(reader: R, stream: LogStream, logs: mpsc:
 }
 
 fn parse_user(user: &str) -> Result<(u32, Option<u32>), RuntimeError> {
-    let bad = || RuntimeError::new(RuntimeErrorKind::Failed, format!("user {user:?} is not uid[:gid]"));
+    let bad = || {
+        RuntimeError::new(
+            RuntimeErrorKind::Failed,
+            format!("user {user:?} is not uid[:gid]"),
+        )
+    };
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),

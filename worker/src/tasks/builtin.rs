@@ -41,15 +41,14 @@ impl Builtin {
         match self {
             Builtin::Echo => BuiltinOutcome::Returned(args.first().cloned().unwrap_or(Value::Null)),
             Builtin::Sleep => {
-                let secs = match args.first().and_then(Value::as_f64) {
-                    Some(s) if s >= 0.0 && s.is_finite() => s,
-                    _ => {
-                        return BuiltinOutcome::TypeError(
+                let secs =
+                    match args.first().and_then(Value::as_f64) {
+                        Some(s) if s >= 0.0 && s.is_finite() => s,
+                        _ => return BuiltinOutcome::TypeError(
                             "celeriac.sleep expects the number of seconds as its first argument"
                                 .into(),
-                        )
-                    }
-                };
+                        ),
+                    };
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs_f64(secs)) => BuiltinOutcome::Returned(Value::Null),
                     _ = stop.cancelled() => BuiltinOutcome::Interrupted,
@@ -71,14 +70,20 @@ mod tests {
             Builtin::Echo.run(&[json!({"a": 1}), json!(2)], &stop).await,
             BuiltinOutcome::Returned(json!({"a": 1}))
         );
-        assert_eq!(Builtin::Echo.run(&[], &stop).await, BuiltinOutcome::Returned(Value::Null));
+        assert_eq!(
+            Builtin::Echo.run(&[], &stop).await,
+            BuiltinOutcome::Returned(Value::Null)
+        );
     }
 
     #[tokio::test]
     async fn sleep_is_interruptible() {
         let stop = CancellationToken::new();
         stop.cancel();
-        assert_eq!(Builtin::Sleep.run(&[json!(60)], &stop).await, BuiltinOutcome::Interrupted);
+        assert_eq!(
+            Builtin::Sleep.run(&[json!(60)], &stop).await,
+            BuiltinOutcome::Interrupted
+        );
         assert!(matches!(
             Builtin::Sleep.run(&[json!("x")], &stop).await,
             BuiltinOutcome::TypeError(_)

@@ -50,7 +50,9 @@ impl Registry {
         if let Some(b) = Builtin::from_name(task) {
             return Some(TaskKind::Builtin(b));
         }
-        if let (Some(settings), Some(name)) = (&self.airflow, airflow::AirflowTaskName::from_name(task)) {
+        if let (Some(settings), Some(name)) =
+            (&self.airflow, airflow::AirflowTaskName::from_name(task))
+        {
             // A route may send Airflow tasks to another runtime (Docker image).
             let profile = match self.routing.profile_for(task, queue) {
                 Some((_, p)) => p.clone(),
@@ -71,7 +73,10 @@ impl Registry {
         let mut names: Vec<String> = Builtin::ALL.iter().map(|b| b.name().to_owned()).collect();
         names.extend(self.routing.registered());
         if self.airflow.is_some() {
-            names.extend([airflow::EXECUTE_WORKLOAD.to_owned(), airflow::EXECUTE_COMMAND.to_owned()]);
+            names.extend([
+                airflow::EXECUTE_WORKLOAD.to_owned(),
+                airflow::EXECUTE_COMMAND.to_owned(),
+            ]);
         }
         names.sort();
         names.dedup();
