@@ -1,13 +1,12 @@
 //! Wiring: build the sources and the target from the validated
 //! [`Config`], then run one tick (`--once`) or the loop with the admin server.
 //!
-//! Plug-in points for the parts still to come:
-//! - Kubernetes target: implement `ReplicaTarget` in `target/kubernetes.rs`
-//!   and construct it in [`build_target`] (the `TargetKind::Kubernetes` arm;
-//!   `config.kubernetes` holds namespace and deployment).
-//! - KEDA external scaler: `keda.rs`, started in [`App::run`] when
-//!   `config.keda_grpc_addr` is set; it can share `App::sources` and the policy.
+//! Where the optional parts plug in:
+//! - Kubernetes target: `target/kubernetes.rs`, built in [`build_target`].
+//! - KEDA external scaler: `keda.rs`, served by [`App::run`] instead of the
+//!   control loop when `config.keda_grpc_addr` is set.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,12 +17,14 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, Health};
 use crate::config::{Config, TargetKind};
 use crate::control_loop::{ControlLoop, TickReport};
+use crate::keda;
 use crate::metrics::Metrics;
 use crate::source::broker::BrokerSource;
 use crate::source::metastore::{CountQuery, MetastoreQuery, MetastoreSource};
 use crate::source::workers::WorkersSource;
 use crate::source::LoadSource;
 use crate::target::dry_run::DryRunTarget;
+use crate::target::kubernetes::KubernetesTarget;
 use crate::target::ReplicaTarget;
 
 pub struct App {
@@ -71,9 +72,6 @@ impl App {
 
     /// The admin server and the loop, until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        if self.config.keda_grpc_addr.is_some() {
-            bail!("--keda-grpc-addr: the KEDA external-scaler server is not built yet");
-        }
         let listener = tokio::net::TcpListener::bind(self.config.admin_addr)
             .await
             .with_context(|| format!("binding the admin server to {}", self.config.admin_addr))?;
@@ -84,11 +82,45 @@ impl App {
             self.health.clone(),
             shutdown.clone(),
         );
-        self.control_loop()
-            .run(self.config.polling_interval, shutdown)
-            .await;
+        match self.config.keda_grpc_addr {
+            // KEDA owns the HPA: serve the load, scale nothing.
+            Some(addr) => self.serve_keda(addr, shutdown).await?,
+            None => {
+                self.control_loop()
+                    .run(self.config.polling_interval, shutdown)
+                    .await
+            }
+        }
         let _ = server.await;
         Ok(())
+    }
+}
+
+impl App {
+    async fn serve_keda(
+        &self,
+        addr: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the KEDA gRPC server to {addr}"))?;
+        tracing::info!(keda = %listener.local_addr()?, "KEDA external-scaler server listening");
+        let observations = keda::spawn_poller(
+            self.sources.clone(),
+            self.config.polling_interval,
+            self.metrics.clone(),
+            self.health.clone(),
+            shutdown.clone(),
+        );
+        let service = keda::KedaService::new(
+            observations,
+            self.config.policy.concurrency,
+            shutdown.clone(),
+        );
+        let served = keda::serve(listener, service, shutdown.clone()).await;
+        shutdown.cancel();
+        served.context("KEDA gRPC server")
     }
 }
 
@@ -125,7 +157,13 @@ fn build_target(config: &Config) -> anyhow::Result<Arc<dyn ReplicaTarget>> {
     match config.target {
         TargetKind::DryRun => Ok(Arc::new(DryRunTarget::new(config.current_replicas))),
         TargetKind::Kubernetes => {
-            bail!("--target kubernetes is not built yet (use --target dry-run)")
+            let Some(k) = &config.kubernetes else {
+                bail!("--target kubernetes needs --namespace and --deployment");
+            };
+            Ok(Arc::new(KubernetesTarget::new(
+                k.spec.clone(),
+                k.access.clone(),
+            )))
         }
     }
 }

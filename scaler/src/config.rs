@@ -80,6 +80,8 @@ pub struct Cli {
     pub namespace: Option<String>,
     #[arg(long, env = "CELERIAC_SCALER_DEPLOYMENT")]
     pub deployment: Option<String>,
+    #[command(flatten)]
+    pub kubernetes: crate::target::kubernetes::KubernetesArgs,
     /// Serve KEDA's external-scaler gRPC API here instead of scaling directly.
     #[arg(long, env = "CELERIAC_SCALER_KEDA_GRPC_ADDR")]
     pub keda_grpc_addr: Option<String>,
@@ -143,8 +145,8 @@ pub struct MetastoreConfig {
 
 #[derive(Debug, Clone)]
 pub struct KubernetesConfig {
-    pub namespace: String,
-    pub deployment: String,
+    pub spec: crate::target::kubernetes::KubernetesSpec,
+    pub access: crate::target::kubernetes::ClusterAccess,
 }
 
 #[derive(Debug, Clone)]
@@ -323,13 +325,18 @@ fn resolve_kubernetes(cli: &Cli) -> Result<Option<KubernetesConfig>, ConfigError
         .namespace
         .clone()
         .ok_or_else(|| err("--namespace", "required with --target kubernetes"))?;
-    let deployment = cli
-        .deployment
-        .clone()
-        .ok_or_else(|| err("--deployment", "required with --target kubernetes"))?;
+    let (kind, name) = cli
+        .kubernetes
+        .workload(cli.deployment.as_deref())
+        .ok_or_else(|| {
+            err(
+                "--deployment",
+                "required with --target kubernetes (or --statefulset)",
+            )
+        })?;
     Ok(Some(KubernetesConfig {
-        namespace,
-        deployment,
+        spec: cli.kubernetes.spec(namespace, kind, name),
+        access: cli.kubernetes.access(),
     }))
 }
 

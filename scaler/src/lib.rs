@@ -7,6 +7,7 @@ pub mod app;
 pub mod config;
 pub mod control_loop;
 mod error;
+pub mod keda;
 pub mod metrics;
 pub mod policy;
 pub mod source;

@@ -237,7 +237,7 @@ fn invalid_configuration_exits_64_naming_the_setting() {
 }
 
 #[test]
-fn the_kubernetes_target_is_not_built_yet() {
+fn an_unreachable_api_server_fails_the_tick() {
     let pg = "postgres://postgres@127.0.0.1:5432/postgres";
     let out = scaler(
         &[
@@ -250,9 +250,12 @@ fn the_kubernetes_target_is_not_built_yet() {
             "airflow",
             "--deployment",
             "worker",
+            "--kube-api-url",
+            "http://127.0.0.1:1",
         ],
         &[],
     );
+    // No decision without the replica count (tests/kubernetes.rs has the rest).
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("get deployments/scale"));
 }

@@ -3,9 +3,10 @@
 //! workers in the plan) is its own business.
 //!
 //! Targets: `dry_run` (logs and exports only). The Kubernetes `/scale`
-//! target lives in `kubernetes.rs` (not built yet: see [`crate::app`]).
+//! target lives in `kubernetes.rs`.
 
 pub mod dry_run;
+pub mod kubernetes;
 
 use async_trait::async_trait;
 
