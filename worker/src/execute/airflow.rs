@@ -61,16 +61,7 @@ impl Executor {
             Ok(r) => r,
             Err(e) => return self.runtime_failed(req, e),
         };
-        let spec = TaskSpec {
-            task_id: req.id().to_owned(),
-            task_name: req.msg.headers.task.clone(),
-            queue: req.queue.clone(),
-            worker: self.state.hostname.clone(),
-            args: vec![run.document()],
-            kwargs: serde_json::Map::new(),
-            retries: req.msg.headers.retries,
-            profile,
-        };
+        let spec = self.airflow_spec(req, &run, profile);
         let (scan_tx, scan_rx) = mpsc::channel(1024);
         let (log_tx, log_rx) = mpsc::channel(1024);
         let path = tasklog::log_path(&self.log_dir, &req.queue, req.id());
@@ -95,6 +86,19 @@ impl Executor {
         match exit {
             Ok(exit) => outcome(req, exit.code, exit.signal, &did, limits, seen),
             Err(e) => self.runtime_failed(req, e),
+        }
+    }
+
+    fn airflow_spec(&self, req: &Request, run: &PythonRun, profile: Profile) -> TaskSpec {
+        TaskSpec {
+            task_id: req.id().to_owned(),
+            task_name: req.msg.headers.task.clone(),
+            queue: req.queue.clone(),
+            worker: self.state.hostname.clone(),
+            args: vec![run.document()],
+            kwargs: serde_json::Map::new(),
+            retries: req.msg.headers.retries,
+            profile,
         }
     }
 
