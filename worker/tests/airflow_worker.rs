@@ -278,3 +278,87 @@ async fn airflow_mode_creates_the_celery56_table() {
         "Celery 5.7 layout created: {columns:?}"
     );
 }
+
+/// The scheduler revokes tasks stuck in queued (airflow.md §5.4) with
+/// Celery's `control.revoke`; a revoked message that arrives afterwards is
+/// discarded as Celery does: REVOKED (result NULL), acked, never run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_workload_arriving_later_is_discarded() {
+    let db = legacy_database().await;
+    let worker = AirflowWorker::start(&db.celery_url(), 0).await.unwrap();
+    let url = celeriac_tests::services::redis_url(BROKER_DB);
+    let id = uuid::Uuid::new_v4().to_string();
+    // The mailbox binds right after /readyz and a broadcast before that is
+    // lost (Redis fan-out): repeat until the worker answers, as clients do.
+    let celery = celeriac_tests::venv().join("bin").join("celery");
+    let mut answer = String::new();
+    for _ in 0..10 {
+        let out = std::process::Command::new(&celery)
+            .args([
+                "-b",
+                &url,
+                "control",
+                "revoke",
+                &id,
+                "-d",
+                &worker.node,
+                "-t",
+                "3",
+            ])
+            .output()
+            .expect("running celery control revoke");
+        answer = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if answer.contains("flagged as revoked") {
+            break;
+        }
+    }
+    assert!(
+        answer.contains("flagged as revoked"),
+        "{answer}\n{}",
+        worker.log_tail()
+    );
+
+    // Celery 5.7 also stores REVOKED at once for a task not running here.
+    let revoked = wait_status(&db, &id, "REVOKED", &worker).await;
+    assert!(
+        revoked.1,
+        "REVOKED result must be NULL in the Celery 5.6 layout"
+    );
+
+    publish(
+        &worker.queue,
+        WORKLOAD,
+        &id,
+        json!([workload("ok").to_string()]),
+    )
+    .await;
+    let client = redis::Client::open(url).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    let discarded = wait_until(
+        "the revoked message to be discarded",
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        || {
+            let mut conn = conn.clone();
+            let (queue, log) = (worker.queue.clone(), worker.log_tail());
+            async move {
+                let left: i64 = redis::cmd("LLEN")
+                    .arg(&queue)
+                    .query_async(&mut conn)
+                    .await?;
+                Ok((left == 0 && log.contains("Discarding revoked task")).then_some(()))
+            }
+        },
+    )
+    .await;
+    discarded.unwrap_or_else(|e| panic!("{e:#}\n{}", worker.log_tail()));
+    assert!(
+        !worker.task_log(&id).exists(),
+        "a revoked workload must not run"
+    );
+    assert_eq!(row(&db, &id).await.unwrap().unwrap().0, "REVOKED");
+}

@@ -167,12 +167,7 @@ impl AirflowWorker {
             "-c",
             "2",
         ])
-        .args([
-            "-n",
-            &format!("celeriac@{}", unique("af")),
-            "--admin-addr",
-            &admin.to_string(),
-        ])
+        .args(["-n", &node, "--admin-addr", &admin.to_string()])
         .args([
             "--log-server-port",
             &log_server.port().to_string(),
