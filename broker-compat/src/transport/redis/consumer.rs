@@ -35,6 +35,10 @@ use crate::protocol::envelope::decode_envelope;
 use crate::transport::{Consumer, Delivery, QueueSpec};
 use crate::{Error, Result};
 
+/// Most messages taken in one pop script call (bounded by the free prefetch
+/// slots): one round trip per batch instead of per message.
+const BATCH_MAX: usize = 16;
+
 /// Longest pause between retries while Redis is unreachable.
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -71,7 +75,7 @@ impl RedisConsumer {
             wake: Notify::new(),
             cancel: CancellationToken::new(),
         });
-        let (tx, rx) = mpsc::channel(1);
+        let (tx, rx) = mpsc::channel(BATCH_MAX);
         let task = tokio::spawn(run(shared.clone(), tx));
         RedisConsumer {
             shared,
@@ -169,24 +173,29 @@ async fn run(shared: Arc<Shared>, tx: mpsc::Sender<Result<Delivery>>) {
             }
             continue;
         }
-        // Reserve the slot first: a popped message must never wait for one.
-        let permit = tokio::select! {
-            p = tx.reserve() => match p { Ok(p) => p, Err(_) => return },
+        // Reserve the slots first: a popped message must never wait for one.
+        let want = shared.qos.available(BATCH_MAX).max(1);
+        let permits = tokio::select! {
+            p = tx.reserve_many(want) => match p { Ok(p) => p, Err(_) => return },
             _ = shared.cancel.cancelled() => return,
         };
-        match pop(&shared).await {
-            Ok(Some(item)) => {
+        match pop(&shared, want).await {
+            Ok(items) if !items.is_empty() => {
                 pacing = Pacing::default();
-                permit.send(item);
+                for (permit, item) in permits.zip(items) {
+                    permit.send(item);
+                }
             }
-            Ok(None) => {
-                drop(permit);
+            Ok(_) => {
+                drop(permits);
                 wait(&shared, pacing.empty(shared.inner.opts.poll_max_interval)).await;
             }
             Err(e) => {
                 let (report, pause) = pacing.failed(e.is_transient());
                 if report {
-                    permit.send(Err(e));
+                    if let Some(permit) = permits.into_iter().next() {
+                        permit.send(Err(e));
+                    }
                 }
                 wait(&shared, pause).await;
             }
@@ -238,28 +247,45 @@ async fn wait(shared: &Shared, pause: Duration) {
     }
 }
 
-/// One atomic pop over all consumed lists, step-major. `Ok(None)` when all
-/// are empty; `Ok(Some(Err(Decode)))` for an envelope that cannot be
-/// decoded (it is removed from `unacked`, as Celery drops such messages).
-async fn pop(shared: &Arc<Shared>) -> Result<Option<Result<Delivery>>> {
+/// One atomic pop of up to `max` messages over all consumed lists,
+/// step-major. Empty when all are empty; an envelope that cannot be decoded
+/// becomes `Err(Decode)` (it is removed from `unacked`, as Celery drops such
+/// messages).
+async fn pop(shared: &Arc<Shared>, max: usize) -> Result<Vec<Result<Delivery>>> {
     let inner = &shared.inner;
     let names: Vec<String> = shared.queues().iter().map(|q| q.name.clone()).collect();
     if names.is_empty() {
-        return Ok(None);
+        return Ok(Vec::new());
     }
     let mut call = scripts::POP.key(inner.keys.unacked_index());
     call.key(inner.keys.unacked());
-    call.arg(Uuid::new_v4().to_string());
+    call.arg(max);
     for step in inner.keys.steps() {
         for name in &names {
             call.key(inner.keys.queue_list(name, *step)).arg(name);
         }
     }
+    for _ in 0..max {
+        call.arg(Uuid::new_v4().to_string());
+    }
     let mut conn = inner.conn().await?;
-    let popped: Option<(usize, Vec<u8>, String)> = call.invoke_async(&mut conn).await?;
-    let Some((index, raw, tag)) = popped else {
-        return Ok(None);
-    };
+    let popped: Vec<(usize, Vec<u8>, String)> = call.invoke_async(&mut conn).await?;
+    let mut out = Vec::with_capacity(popped.len());
+    for (index, raw, tag) in popped {
+        out.push(deliver(shared, &names, index, &raw, tag).await);
+    }
+    Ok(out)
+}
+
+/// Account for one popped message and turn it into a delivery.
+async fn deliver(
+    shared: &Arc<Shared>,
+    names: &[String],
+    index: usize,
+    raw: &[u8],
+    tag: String,
+) -> Result<Delivery> {
+    let inner = &shared.inner;
     shared.qos.delivered();
     let queue = &names[(index.saturating_sub(1)) % names.len()];
     rotate(shared, queue);
@@ -267,16 +293,20 @@ async fn pop(shared: &Arc<Shared>) -> Result<Option<Result<Delivery>>> {
         tracing::debug!(error = %e, queue, "could not refresh queue expiry");
     }
     let acker = RedisAcker::new(inner.clone(), tag.clone(), shared.qos.clone());
-    match decode_envelope(&raw) {
+    match decode_envelope(raw) {
         Ok(env) => {
             let info = env.delivery_info();
-            Ok(Some(Ok(Delivery::new(env.message, info, Box::new(acker)))))
+            Ok(Delivery::new(env.message, info, Box::new(acker)))
         }
         Err(e) => {
             tracing::error!(error = %e, queue, delivery_tag = %tag, "undecodable envelope dropped");
-            remove(inner, &tag).await?;
+            // Never abort the batch: a failed removal leaves the entry to
+            // the visibility sweep, which drops it again.
+            if let Err(re) = remove(inner, &tag).await {
+                tracing::warn!(error = %re, delivery_tag = %tag, "could not remove an undecodable envelope from unacked");
+            }
             drop(acker);
-            Ok(Some(Err(Error::Decode(e))))
+            Err(Error::Decode(e))
         }
     }
 }

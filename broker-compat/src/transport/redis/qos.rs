@@ -25,6 +25,16 @@ impl Qos {
         p == 0 || self.in_flight.load(Ordering::SeqCst) < p
     }
 
+    /// Free slots (at most `cap`; `cap` when unlimited).
+    pub(crate) fn available(&self, cap: usize) -> usize {
+        let p = u64::from(self.prefetch.load(Ordering::SeqCst));
+        if p == 0 {
+            return cap;
+        }
+        let free = p.saturating_sub(self.in_flight.load(Ordering::SeqCst));
+        usize::try_from(free).unwrap_or(cap).min(cap)
+    }
+
     pub(crate) fn set_prefetch(&self, prefetch: u16) {
         self.prefetch.store(prefetch.into(), Ordering::SeqCst);
         self.changed.notify_one();

@@ -3,10 +3,13 @@
 -- cannot lose the message).
 -- KEYS[1] = unacked_index, KEYS[2] = unacked, KEYS[3..] = priority lists in
 -- consumption order (step-major).
--- ARGV[1] = fallback delivery tag, ARGV[2..] = queue name of KEYS[i+1]
--- (routing key recorded when the envelope carries no delivery_info).
--- Returns {index of the list popped (1-based among the lists), envelope, tag}
--- or nil when every list is empty.
+-- ARGV[1] = how many messages to pop at most (the free prefetch slots),
+-- ARGV[2..#KEYS-1] = queue name of KEYS[i] as ARGV[i-1] (routing key recorded
+-- when the envelope carries no delivery_info), then one fallback delivery
+-- tag per message.
+-- Returns a list of {index of the list popped (1-based among the lists),
+-- envelope, tag}, empty when every list is empty. Each message is taken from
+-- the first non-empty list, so priority order holds within a batch.
 
 -- Python json.dumps (ensure_ascii) of a string, so the unacked value is
 -- byte-identical to kombu's dumps([envelope, exchange, routing_key]).
@@ -44,24 +47,34 @@ local function pystr(s)
   return table.concat(out)
 end
 
-for i = 3, #KEYS do
-  local env = redis.call('RPOP', KEYS[i])
-  if env then
-    local exchange, rk, tag = '', ARGV[i - 1], ARGV[1]
-    local ok, m = pcall(cjson.decode, env)
-    if ok and type(m) == 'table' and type(m.properties) == 'table' then
-      local p = m.properties
-      if type(p.delivery_tag) == 'string' then tag = p.delivery_tag end
-      if type(p.delivery_info) == 'table' then
-        if type(p.delivery_info.exchange) == 'string' then exchange = p.delivery_info.exchange end
-        if type(p.delivery_info.routing_key) == 'string' then rk = p.delivery_info.routing_key end
+local max = tonumber(ARGV[1])
+local lists = #KEYS - 2
+local t = redis.call('TIME')
+local now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+local out = {}
+
+local function pop_one()
+  for i = 3, #KEYS do
+    local env = redis.call('RPOP', KEYS[i])
+    if env then
+      local exchange, rk, tag = '', ARGV[i - 1], ARGV[lists + 2 + #out]
+      local ok, m = pcall(cjson.decode, env)
+      if ok and type(m) == 'table' and type(m.properties) == 'table' then
+        local p = m.properties
+        if type(p.delivery_tag) == 'string' then tag = p.delivery_tag end
+        if type(p.delivery_info) == 'table' then
+          if type(p.delivery_info.exchange) == 'string' then exchange = p.delivery_info.exchange end
+          if type(p.delivery_info.routing_key) == 'string' then rk = p.delivery_info.routing_key end
+        end
       end
+      redis.call('ZADD', KEYS[1], now, tag)
+      redis.call('HSET', KEYS[2], tag, '[' .. env .. ', ' .. pystr(exchange) .. ', ' .. pystr(rk) .. ']')
+      out[#out + 1] = {i - 2, env, tag}
+      return true
     end
-    local t = redis.call('TIME')
-    local now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
-    redis.call('ZADD', KEYS[1], now, tag)
-    redis.call('HSET', KEYS[2], tag, '[' .. env .. ', ' .. pystr(exchange) .. ', ' .. pystr(rk) .. ']')
-    return {i - 2, env, tag}
   end
+  return false
 end
-return nil
+
+while #out < max and pop_one() do end
+return out
