@@ -277,6 +277,28 @@ async fn safe_scale_in_keeps_the_busy_workers() {
         "unreadable metrics count as busy"
     );
     assert!(fake.deletion_cost(NS, "unrelated").is_none());
+    // Annotations first, replicas last: the ReplicaSet must see the costs.
+    let requests = fake.requests();
+    let pod_patches: Vec<usize> = (0..requests.len())
+        .filter(|&i| requests[i].method == "PATCH" && requests[i].path.contains("/pods/"))
+        .collect();
+    let scale_patch = requests
+        .iter()
+        .rposition(|r| r.method == "PATCH" && r.path.ends_with("/scale"))
+        .unwrap();
+    assert_eq!(pod_patches.len(), 4);
+    assert!(pod_patches.iter().all(|&i| i < scale_patch));
+    let first = &requests[pod_patches[0]];
+    assert_eq!(
+        first.content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    assert!(
+        first.body.starts_with(
+            r#"{"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":""#
+        ),
+        "{first:?}"
+    );
     let list = fake
         .requests()
         .into_iter()
