@@ -113,6 +113,15 @@ impl App {
             self.health.clone(),
             shutdown.clone(),
         );
+        if let Some(k) = &self.config.kubernetes {
+            let target = KubernetesTarget::new(k.spec.clone(), k.access.clone());
+            let interval = self.config.polling_interval;
+            tokio::spawn(keda::keep_deletion_costs(
+                target,
+                interval,
+                shutdown.clone(),
+            ));
+        }
         let service = keda::KedaService::new(
             observations,
             self.config.policy.concurrency,

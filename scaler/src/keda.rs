@@ -11,8 +11,11 @@
 //! `kubectl get hpa` shows tasks against tasks per worker.
 //!
 //! A failed source is a gRPC error (UNAVAILABLE), never a zero: KEDA then
-//! applies its `fallback` instead of scaling in.
+//! applies its `fallback` instead of scaling in. With `--target kubernetes`
+//! as well, the worker pods' deletion costs are kept current
+//! ([`keep_deletion_costs`]), so KEDA's scale-in removes idle workers first.
 
+mod deletion_costs;
 mod observer;
 
 use std::pin::Pin;
@@ -22,6 +25,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+pub use deletion_costs::keep_deletion_costs;
 pub use observer::{observe, spawn_poller, Observation};
 
 /// Generated from `proto/externalscaler.proto` (server and client).

@@ -3,6 +3,8 @@
 //! same `externalscaler.proto` that KEDA uses.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod fake_apiserver;
+mod kubernetes_support;
 mod support;
 
 use std::time::Duration;
@@ -31,8 +33,12 @@ fn free_port() -> u16 {
 
 /// The scaler in KEDA mode over `metastore_url`, and a connected client.
 async fn start(metastore_url: &str) -> Running {
+    start_with(metastore_url, &[]).await
+}
+
+async fn start_with(metastore_url: &str, extra: &[&str]) -> Running {
     let addr = format!("127.0.0.1:{}", free_port());
-    let cli = Cli::try_parse_from([
+    let mut args = vec![
         "celeriac-scaler",
         "--metastore-url",
         metastore_url,
@@ -44,8 +50,9 @@ async fn start(metastore_url: &str) -> Running {
         &addr,
         "--admin-addr",
         "127.0.0.1:0",
-    ])
-    .unwrap();
+    ];
+    args.extend_from_slice(extra);
+    let cli = Cli::try_parse_from(args).unwrap();
     let app = App::build(Config::resolve(cli, &|_| None).unwrap()).unwrap();
     let stop = CancellationToken::new();
     let task = tokio::spawn(app.run(stop.clone()));
@@ -172,5 +179,75 @@ async fn a_failing_metastore_is_an_error_never_zero() {
         tonic::Code::Unimplemented,
         "KEDA then keeps pulling the spec"
     );
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn with_a_kubernetes_target_keda_mode_keeps_deletion_costs_and_never_scales() {
+    let fake = fake_apiserver::FakeApiServer::start().await;
+    fake.add_deployment("airflow", "celeriac-worker", 2);
+    let busy = kubernetes_support::Worker::start(2, 0).await;
+    let idle = kubernetes_support::Worker::start(0, 0).await;
+    fake.add_pod(
+        "airflow",
+        "celeriac-worker-a",
+        "celeriac-worker",
+        "127.0.0.1",
+        busy.port,
+    );
+    fake.add_pod(
+        "airflow",
+        "celeriac-worker-b",
+        "celeriac-worker",
+        "127.0.0.1",
+        idle.port,
+    );
+    let db = FreshDb::create(Server::Postgres).await;
+    create_task_instance(&db).await;
+    let token = fake.token_file.to_string_lossy().into_owned();
+    let s = start_with(
+        &db.url(),
+        &[
+            "--target",
+            "kubernetes",
+            "--namespace",
+            "airflow",
+            "--deployment",
+            "celeriac-worker",
+            "--kube-api-url",
+            &fake.url,
+            "--kube-token-file",
+            &token,
+        ],
+    )
+    .await;
+    let costs = || {
+        (
+            fake.deletion_cost("airflow", "celeriac-worker-a"),
+            fake.deletion_cost("airflow", "celeriac-worker-b"),
+        )
+    };
+    let seen = eventually(Duration::from_secs(10), "deletion costs", || {
+        let c = costs();
+        async move { (c.0.is_some() && c.1.is_some()).then_some(c) }
+    })
+    .await;
+    assert_eq!(
+        seen,
+        (Some(2), Some(0)),
+        "the HPA's scale-in takes the idle pod first"
+    );
+    // The busy worker finishes; the next interval makes both equally cheap.
+    busy.active.set(0);
+    eventually(Duration::from_secs(10), "the cost to follow", || {
+        let c = costs();
+        async move { (c == (Some(0), Some(0))).then_some(()) }
+    })
+    .await;
+    assert_eq!(fake.replicas("airflow", "celeriac-worker"), 2);
+    assert!(fake
+        .requests()
+        .iter()
+        .all(|r| !(r.method == "PATCH" && r.path.ends_with("/scale"))));
     s.stop.cancel();
 }

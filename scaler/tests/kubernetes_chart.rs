@@ -55,7 +55,8 @@ fn every_rendered_scaler_command_line_is_valid() {
         };
         let config = Config::resolve(cli, &env).unwrap_or_else(|e| panic!("{name}: {e}"));
         match name.as_str() {
-            "keda" => assert!(config.keda_grpc_addr.is_some(), "{name}"),
+            // KEDA mode keeps deletion costs through the same Kubernetes target.
+            "keda" => assert!(config.keda_grpc_addr.is_some() && config.kubernetes.is_some()),
             _ => {
                 assert_eq!(config.target, TargetKind::Kubernetes, "{name}");
                 let k = config.kubernetes.unwrap();

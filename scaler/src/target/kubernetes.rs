@@ -148,9 +148,10 @@ impl KubernetesTarget {
         Ok(())
     }
 
-    /// Probe every live worker pod and set its deletion cost; returns the
-    /// replica count that keeps every busy pod.
-    async fn prepare_scale_in(&self, current: u32, desired: u32) -> Result<u32> {
+    /// Probe every live worker pod and set its deletion cost to its busy
+    /// count, so the ReplicaSet removes idle workers first on any scale-in
+    /// (also the HPA's, in KEDA mode).
+    pub async fn annotate_workers(&self) -> Result<Vec<WorkerPod>> {
         let selector = match &self.spec.pod_selector {
             Some(s) => s.clone(),
             None => self
@@ -171,12 +172,8 @@ impl KubernetesTarget {
             default_port: self.spec.worker_admin_port,
             timeout: self.spec.metrics_timeout,
         };
-        let probed = futures::future::join_all(
-            pods.iter()
-                .filter(|p| scale_in::is_live(p))
-                .map(|p| probe.probe(p)),
-        )
-        .await;
+        let live = pods.iter().filter(|p| scale_in::is_live(p));
+        let probed = futures::future::join_all(live.map(|p| probe.probe(p))).await;
         for pod in &probed {
             if let scale_in::Busy::Unknown(why) = &pod.busy {
                 tracing::warn!(
@@ -187,13 +184,14 @@ impl KubernetesTarget {
             }
         }
         futures::future::try_join_all(probed.iter().map(|p| self.set_deletion_cost(p))).await?;
-        Ok(scale_in::scale_in_to(
-            self.spec.kind,
-            &self.spec.name,
-            current,
-            desired,
-            &probed,
-        ))
+        Ok(probed)
+    }
+
+    /// Annotate, then the replica count that keeps every busy pod.
+    async fn prepare_scale_in(&self, current: u32, desired: u32) -> Result<u32> {
+        let probed = self.annotate_workers().await?;
+        let (kind, name) = (self.spec.kind, &self.spec.name);
+        Ok(scale_in::scale_in_to(kind, name, current, desired, &probed))
     }
 
     async fn list_pods(&self, selector: &str) -> Result<Vec<Pod>> {

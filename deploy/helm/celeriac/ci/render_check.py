@@ -130,6 +130,7 @@ class Renderer:
             "add": lambda a, b: a + b,
             "eq": lambda a, b: a == b,
             "and": lambda *a: all(a),
+            "or": lambda *a: next((x for x in a if x), a[-1]),
             "not": lambda v: not v,
         }
         return funcs[fn](*args)
@@ -202,10 +203,10 @@ def by_kind(docs, kind):
     return [d for d in docs if d["kind"] == kind]
 
 
-def check_role(role, resource, name):
+def check_role(role, resource, name, verbs=("get", "patch")):
     rules = role["rules"]
     assert rules[0] == {"apiGroups": ["apps"], "resources": [resource],
-                        "resourceNames": [name], "verbs": ["get", "patch"]}, rules
+                        "resourceNames": [name], "verbs": list(verbs)}, rules
     assert rules[1] == {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch"]}, rules
     assert len(rules) == 2, rules
 
@@ -244,14 +245,17 @@ def check_default():
 
 
 def check_keda():
+    bare = render(merged({"scaler": {"mode": "keda"}, "keda": {"deletionCosts": False}}))
+    assert not by_kind(bare, "Role") and not by_kind(bare, "RoleBinding"), "no API access needed"
     docs = render(merged({"scaler": {"mode": "keda"}, "keda": {"scaledObject": True}}))
-    assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding"), "KEDA mode needs no RBAC"
+    check_role(by_kind(docs, "Role")[0], "deployments/scale", "prod-celeriac-worker", ("get",))
     so = by_kind(docs, "ScaledObject")[0]
     trigger = so["spec"]["triggers"][0]
     assert trigger == {"type": "external", "metadata": {"scalerAddress": "prod-celeriac-scaler.airflow.svc:9090"}}, trigger
     assert so["spec"]["scaleTargetRef"]["name"] == "prod-celeriac-worker"
     scaler = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "prod-celeriac-scaler"][0]
-    assert "--keda-grpc-addr=0.0.0.0:9090" in scaler["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = scaler["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--keda-grpc-addr=0.0.0.0:9090" in args and "--target=kubernetes" in args, args
     return docs
 
 
