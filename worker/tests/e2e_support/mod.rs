@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod checks;
+pub mod env;
 pub mod http;
 pub mod metadb;
 pub mod proc;

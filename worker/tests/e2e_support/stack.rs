@@ -129,61 +129,12 @@ impl Stack {
         };
         let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let sql = format!("postgresql+psycopg2://postgres@127.0.0.1:5432/{}", pg.name);
-        let mut env = BTreeMap::new();
-        let mut set = |k: &str, v: String| {
-            env.insert(k.to_owned(), v);
-        };
-        set(
-            "PATH",
-            format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display()),
+        let mut env = super::env::airflow_env(&bin, &home, api, &sql, &broker_url, &queue);
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
-        set(
-            "HOME",
-            std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
-        );
-        set("LANG", "C.UTF-8".into());
-        set("AIRFLOW_HOME", home.display().to_string());
-        set("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor".into());
-        set(
-            "AIRFLOW__CORE__DAGS_FOLDER",
-            dags_folder().display().to_string(),
-        );
-        set("AIRFLOW__CORE__LOAD_EXAMPLES", "False".into());
-        set("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "False".into());
-        set(
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS",
-            "True".into(),
-        );
-        set(
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
-            format!("http://{api}/execution/"),
-        );
-        set("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", sql.clone());
-        set("AIRFLOW__CELERY__BROKER_URL", broker_url.clone());
-        set("AIRFLOW__CELERY__RESULT_BACKEND", format!("db+{sql}"));
-        set("AIRFLOW__CELERY__WORKER_CONCURRENCY", "2".into());
-        set(
-            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT",
-            "10".into(),
-        );
-        set("AIRFLOW__OPERATORS__DEFAULT_QUEUE", queue.clone());
-        set("AIRFLOW__API__BASE_URL", format!("http://{api}"));
-        set("AIRFLOW__API__WORKERS", "1".into());
-        set("AIRFLOW__API__SECRET_KEY", unique("secret"));
-        set("AIRFLOW__API_AUTH__JWT_SECRET", unique("jwt"));
-        set(
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
-            free_port().to_string(),
-        );
-        set("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", "1".into());
-        set("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL", "5".into());
-        set(
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT",
-            "30".into(),
-        );
-        for (k, v) in extra_env {
-            set(k, (*v).to_owned());
-        }
         let db = MetaDb {
             url: pg.url(),
             watch: Vec::new(),
