@@ -184,6 +184,9 @@ async fn scan(mut rx: mpsc::Receiver<LogLine>, out: mpsc::Sender<LogLine>) -> Se
     seen
 }
 
+/// How long a redelivered duplicate waits before it tries again.
+const REDELIVERED_RETRY: Duration = Duration::from_secs(15);
+
 fn outcome(
     req: &Request,
     code: Option<i64>,
@@ -209,6 +212,28 @@ fn outcome(
     }
     match airflow::verdict(code, signal, seen.already_running) {
         Verdict::Success => Outcome::Success(Value::Null),
+        // A redelivered message means the worker that started it is
+        // presumably gone (kill -9, lost connection): ignoring it would leave
+        // its STARTED row without a terminal state. Try again later instead
+        // (Airflow never retries through Celery, so `retries > 0` marks our
+        // own retry); once the scheduler has failed the orphaned task
+        // instance (heartbeat timeout) the rerun is refused and FAILURE
+        // (result NULL) is written.
+        Verdict::Ignore if req.delivery.redelivered || req.msg.headers.retries > 0 => {
+            Outcome::Retry {
+                exc: ExceptionInfo::new(
+                    "celery.exceptions",
+                    "Retry",
+                    vec![json!(format!(
+                        "{}: the task instance still runs; retrying in {}s",
+                        airflow::ALREADY_RUNNING,
+                        REDELIVERED_RETRY.as_secs()
+                    ))],
+                ),
+                traceback: None,
+                countdown: REDELIVERED_RETRY,
+            }
+        }
         Verdict::Ignore => Outcome::Ignored {
             reason: format!(
                 "{} (the task instance already runs elsewhere)",
