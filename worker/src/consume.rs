@@ -184,7 +184,8 @@ impl ConsumeLoop {
                     settle,
                     queue,
                 };
-                self.tracker.spawn(self.exec.clone().handle(req));
+                let claim = self.exec.claim_slot(&req).await;
+                self.tracker.spawn(self.exec.clone().handle(req, claim));
             }
             None => self.unregistered(msg, settle, &queue).await,
         }

@@ -9,7 +9,9 @@ mod outcome;
 mod profile;
 mod run;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use broker_compat::backend::ResultBackend;
@@ -17,7 +19,7 @@ use broker_compat::events::{Event, TaskReceived};
 use broker_compat::protocol::time::to_isoformat;
 use broker_compat::transport::Transport;
 use chrono::Utc;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 pub use outcome::Outcome;
@@ -28,6 +30,16 @@ use crate::request::{Request, Settlement};
 use crate::runtime::Runtime;
 use crate::state::WorkerState;
 use crate::tasks::Registry;
+
+type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+/// A request's place in the queue for a concurrency slot.
+pub enum SlotClaim {
+    Granted(OwnedSemaphorePermit),
+    Waiting(Acquire),
+    /// Not claimed yet (ETA tasks claim theirs when due).
+    Later,
+}
 
 /// Requests to the consumer loop, which owns the broker consumer.
 #[derive(Debug)]
@@ -68,8 +80,24 @@ pub struct Executor {
 }
 
 impl Executor {
+    /// Take a place in the queue for a concurrency slot now, while messages
+    /// are dispatched one by one, so tasks start in delivery order (FIFO) as
+    /// in a Celery pool, whatever order the spawned handlers run in. ETA
+    /// tasks claim theirs when due.
+    pub async fn claim_slot(&self, req: &Request) -> SlotClaim {
+        if req.msg.headers.eta.is_some_and(|eta| eta > Utc::now()) {
+            return SlotClaim::Later;
+        }
+        let mut acquire: Acquire = Box::pin(self.slots.clone().acquire_owned());
+        match futures::poll!(acquire.as_mut()) {
+            std::task::Poll::Ready(Ok(permit)) => SlotClaim::Granted(permit),
+            std::task::Poll::Ready(Err(_)) => SlotClaim::Later,
+            std::task::Poll::Pending => SlotClaim::Waiting(acquire),
+        }
+    }
+
     /// Handle a decoded request to its end. Spawned once per message.
-    pub async fn handle(self: Arc<Self>, req: Request) {
+    pub async fn handle(self: Arc<Self>, req: Request, claim: SlotClaim) {
         let id = req.id().to_owned();
         if self.discard_if_revoked(&req).await {
             return;
@@ -84,7 +112,7 @@ impl Executor {
         if !self.hold_until_eta(&req).await {
             return;
         }
-        let Some(_slot) = self.wait_for_slot(&req).await else {
+        let Some(_slot) = self.wait_for_slot(&req, claim).await else {
             return;
         };
         let outcome = self.execute(&req).await;
@@ -145,15 +173,21 @@ impl Executor {
     }
 
     /// Wait for a concurrency slot; at warm shutdown give the message back.
-    async fn wait_for_slot(&self, req: &Request) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    async fn wait_for_slot(&self, req: &Request, claim: SlotClaim) -> Option<OwnedSemaphorePermit> {
         let info = req.info(&self.state.hostname, None, false);
         self.state
             .tasks()
             .reserved
             .insert(req.id().to_owned(), info);
         self.metrics.tasks_reserved.inc();
+        let acquire = match claim {
+            SlotClaim::Granted(permit) => Box::pin(std::future::ready(Ok(permit))),
+            SlotClaim::Waiting(acquire) => acquire,
+            SlotClaim::Later => Box::pin(self.slots.clone().acquire_owned()) as Acquire,
+        };
         let permit = tokio::select! {
-            p = self.slots.clone().acquire_owned() => p.ok(),
+            biased;
+            p = acquire => p.ok(),
             _ = self.warm.cancelled() => None,
         };
         self.state.tasks().reserved.remove(req.id());
