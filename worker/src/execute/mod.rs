@@ -112,10 +112,13 @@ impl Executor {
         if !self.hold_until_eta(&req).await {
             return;
         }
-        let Some(_slot) = self.wait_for_slot(&req, claim).await else {
+        let Some(slot) = self.wait_for_slot(&req, claim).await else {
             return;
         };
         let outcome = self.execute(&req).await;
+        // The slot is for running the task: storing its result and settling
+        // the message need no slot, so the next task starts meanwhile.
+        drop(slot);
         self.finish(&req, outcome).await;
     }
 
@@ -185,10 +188,12 @@ impl Executor {
             SlotClaim::Waiting(acquire) => acquire,
             SlotClaim::Later => Box::pin(self.slots.clone().acquire_owned()) as Acquire,
         };
+        // Shutdown first: once warm shutdown began no new task may start,
+        // even if a slot happens to be free at the same moment.
         let permit = tokio::select! {
             biased;
-            p = acquire => p.ok(),
             _ = self.warm.cancelled() => None,
+            p = acquire => p.ok(),
         };
         self.state.tasks().reserved.remove(req.id());
         self.metrics.tasks_reserved.dec();
