@@ -215,7 +215,8 @@ impl ConsumeLoop {
     }
 }
 
-async fn sleep_or_stop(d: Duration, stop: &CancellationToken) {
+/// Sleep, or return early when `stop` is cancelled.
+pub(crate) async fn sleep_or_stop(d: Duration, stop: &CancellationToken) {
     tokio::select! {
         _ = tokio::time::sleep(d) => {}
         _ = stop.cancelled() => {}

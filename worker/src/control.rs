@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::consume::QueueCommand;
+use crate::consume::{sleep_or_stop, QueueCommand};
 use crate::events::Events;
 use crate::execute::Executor;
 
@@ -52,7 +52,7 @@ impl Control {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot bind the remote-control mailbox; retrying");
-                    sleep_or(Duration::from_secs(2), &stop).await;
+                    sleep_or_stop(Duration::from_secs(2), &stop).await;
                     continue;
                 }
             };
@@ -70,7 +70,7 @@ impl Control {
                     Err(e) => tracing::warn!(error = %e, "ignoring an invalid control message"),
                 }
             }
-            sleep_or(Duration::from_secs(1), &stop).await;
+            sleep_or_stop(Duration::from_secs(1), &stop).await;
         }
     }
 
@@ -348,13 +348,6 @@ pub fn parse_signal(s: &str) -> i32 {
         "USR1" => 10,
         "USR2" => 12,
         n => n.parse().unwrap_or(15),
-    }
-}
-
-async fn sleep_or(d: Duration, stop: &CancellationToken) {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => {}
-        _ = stop.cancelled() => {}
     }
 }
 
