@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use celeriac_tests::services::redis_conn;
 use celeriac_tests::{task_id, wait_until};
+use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use support::worker::{Worker, WorkerSpec, BACKEND_DB, BROKER_DB};
 
@@ -530,7 +531,7 @@ async fn events_reach_a_celery_receiver() {
     let client = spec.client();
     let file = tempfile::NamedTempFile::new().unwrap();
     let events = client.events(file.path()).await.unwrap();
-    let worker = Worker::start(&spec).await.unwrap();
+    let mut worker = Worker::start(&spec).await.unwrap();
     let ok = client
         .call(ECHO, json!(["e"]), json!({}), json!({}))
         .await
@@ -542,7 +543,8 @@ async fn events_reach_a_celery_receiver() {
     assert_eq!(ok["state"], json!("SUCCESS"), "{ok}");
     assert_eq!(failed["state"], json!("FAILURE"), "{failed}");
     let (ok_id, failed_id) = (ok["id"].as_str().unwrap(), failed["id"].as_str().unwrap());
-    let node = worker.node.as_str();
+    let node_name = worker.node.clone();
+    let node = node_name.as_str();
     let wanted = [
         ("worker-online", "hostname", node),
         ("worker-heartbeat", "hostname", node),
@@ -590,4 +592,21 @@ async fn events_reach_a_celery_receiver() {
             .contains("exited with code 3"),
         "{failure}"
     );
+
+    // A warm shutdown says goodbye: Flower marks the worker offline at once
+    // instead of after its heartbeats stop.
+    worker.signal(Signal::SIGTERM).unwrap();
+    let status = worker.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(status, "exit status: 0", "{}", worker.log_tail());
+    wait_until(
+        "worker-offline",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let seen = !events.find("worker-offline", "hostname", node).is_empty();
+            async move { Ok(seen.then_some(())) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?}", events.all()));
 }

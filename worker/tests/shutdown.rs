@@ -1,6 +1,7 @@
 //! Shutdown and broker loss (issue 3 §6): a warm SIGTERM lets the running
 //! task finish and gives the waiting ones back; a second signal goes cold and
-//! gives back the running one too (acks_late); a worker whose Redis restarts
+//! gives back the running one too (restored when acked late, republished
+//! when acked early); a worker whose Redis restarts
 //! resumes consuming (celery#8082 is the bug not to have).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -85,10 +86,21 @@ async fn sigterm_drains_the_running_task_and_gives_back_the_waiting_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_sigterm_goes_cold_and_restores_the_running_task() {
+    cold_shutdown_gives_back_the_running_task("true").await;
+}
+
+/// An early-acked task is no longer in `unacked`: cold shutdown republishes
+/// its message instead (where Celery would lose it), so nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_sigterm_republishes_an_early_acked_running_task() {
+    cold_shutdown_gives_back_the_running_task("false").await;
+}
+
+async fn cold_shutdown_gives_back_the_running_task(acks_late: &str) {
     let spec = WorkerSpec::redis()
         .concurrency(1)
         .arg("--acks-late")
-        .arg("true");
+        .arg(acks_late);
     let mut worker = Worker::start(&spec).await.unwrap();
     let client = spec.client();
     let id = client
