@@ -8,6 +8,7 @@
 //! installs signal handlers or exits the process; `protocol` does no I/O.
 
 pub mod backend;
+mod batch;
 pub mod control;
 pub mod error;
 pub mod events;

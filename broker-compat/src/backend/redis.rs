@@ -10,10 +10,13 @@ use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, RedisError, Script};
 use serde_json::{json, Value};
+use std::sync::Arc;
+
 use tokio::sync::Mutex;
 
 use super::url::BackendOptions;
 use super::{ResultBackend, StoreOutcome, TaskResult};
+use crate::batch::Batcher;
 use crate::protocol::pyjson;
 use crate::url::mask_password;
 use crate::{Error, Result};
@@ -23,55 +26,61 @@ const GROUP_KEYPREFIX: &str = "celery-taskset-meta-";
 /// Celery refuses results larger than Redis' 512 MB string limit.
 const MAX_VALUE_BYTES: usize = 512 * 1024 * 1024;
 
-/// ARGV[1] = JSON, ARGV[2] = TTL seconds (0 = no expiry). Returns 1 when
-/// written, 0 when a SUCCESS was already stored. The stored value is decoded
-/// with cjson; a value we cannot decode is not a SUCCESS we know of, and
-/// Celery would overwrite it too.
+/// Stores a batch of results: KEYS[i] is result i's key, ARGV[1] the TTL in
+/// seconds (0 = no expiry), ARGV[i + 1] result i's JSON. Returns one 1
+/// (written) or 0 (a SUCCESS was already stored) per key, in order, so a key
+/// twice in a batch (STARTED then SUCCESS) ends as the later one. The stored
+/// value is decoded with cjson; a value we cannot decode is not a SUCCESS we
+/// know of, and Celery would overwrite it too.
 const STORE_LUA: &str = r#"
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local ok, meta = pcall(cjson.decode, cur)
-  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then
-    return 0
+local ttl = tonumber(ARGV[1])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local value = ARGV[i + 1]
+  local written = 1
+  local cur = redis.call('GET', key)
+  if cur then
+    local ok, meta = pcall(cjson.decode, cur)
+    if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then
+      written = 0
+    end
   end
+  if written == 1 then
+    if ttl > 0 then
+      redis.call('SETEX', key, ttl, value)
+    else
+      redis.call('SET', key, value)
+    end
+    redis.call('PUBLISH', key, value)
+  end
+  out[i] = written
 end
-if tonumber(ARGV[2]) > 0 then
-  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-return 1
+return out
 "#;
 
+/// At most this many results share one script call.
+const STORE_BATCH_MAX: usize = 64;
+
 /// Celery's Redis backend, over one multiplexed connection that is
-/// re-opened on the next call after it broke (callers retry transient errors).
+/// re-opened on the next call after it broke (callers retry transient
+/// errors). Result writes are batched ([`crate::batch`]): under load, the
+/// results that queued up during one script call go out in the next.
 pub struct RedisBackend {
-    client: redis::Client,
-    conn: Mutex<Option<MultiplexedConnection>>,
+    conn: Arc<Connection>,
     prefix: String,
     expires_secs: u64,
-    store_script: Script,
+    stores: Batcher<(String, Vec<u8>), Result<StoreOutcome>>,
 }
 
-impl RedisBackend {
-    pub async fn connect(url: &str, opts: &BackendOptions) -> Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| Error::InvalidUrl {
-            url: mask_password(url),
-            reason: e.to_string(),
-        })?;
-        let conn = client.get_multiplexed_async_connection().await?;
-        Ok(RedisBackend {
-            client,
-            conn: Mutex::new(Some(conn)),
-            prefix: key_prefix(opts.global_keyprefix.as_deref()),
-            expires_secs: opts.result_expires.map_or(0, |d| d.as_secs()),
-            store_script: Script::new(STORE_LUA),
-        })
-    }
+/// The backend's connection, shared with the store batcher.
+struct Connection {
+    client: redis::Client,
+    current: Mutex<Option<MultiplexedConnection>>,
+}
 
-    async fn connection(&self) -> Result<MultiplexedConnection> {
-        let mut slot = self.conn.lock().await;
+impl Connection {
+    async fn get(&self) -> Result<MultiplexedConnection> {
+        let mut slot = self.current.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
@@ -84,10 +93,98 @@ impl RedisBackend {
     async fn checked<T>(&self, r: Result<T, RedisError>) -> Result<T> {
         if let Err(e) = &r {
             if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                *self.conn.lock().await = None;
+                *self.current.lock().await = None;
             }
         }
         Ok(r?)
+    }
+
+    /// One script call for a batch of `(key, JSON)`; one outcome per item.
+    async fn store_batch(
+        &self,
+        script: &Script,
+        expires_secs: u64,
+        items: Vec<(String, Vec<u8>)>,
+    ) -> Vec<Result<StoreOutcome>> {
+        let mut call = script.prepare_invoke();
+        call.arg(expires_secs);
+        for (key, bytes) in &items {
+            call.key(key).arg(bytes);
+        }
+        let r = match self.get().await {
+            Ok(mut conn) => {
+                let r = call.invoke_async::<Vec<i64>>(&mut conn).await;
+                self.checked(r).await
+            }
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(written) if written.len() == items.len() => written
+                .into_iter()
+                .map(|w| {
+                    Ok(if w == 1 {
+                        StoreOutcome::Stored
+                    } else {
+                        StoreOutcome::SuccessAlreadyStored
+                    })
+                })
+                .collect(),
+            Ok(written) => {
+                let e = format!(
+                    "the store script answered {} outcomes for {} results",
+                    written.len(),
+                    items.len()
+                );
+                items
+                    .iter()
+                    .map(|_| Err(Error::Protocol(e.clone())))
+                    .collect()
+            }
+            Err(Error::Redis(e)) => items.iter().map(|_| Err(Error::Redis(e.clone()))).collect(),
+            Err(e) => {
+                let e = e.to_string();
+                items
+                    .iter()
+                    .map(|_| Err(Error::Closed(e.clone())))
+                    .collect()
+            }
+        }
+    }
+}
+
+impl RedisBackend {
+    pub async fn connect(url: &str, opts: &BackendOptions) -> Result<Self> {
+        let client = redis::Client::open(url).map_err(|e| Error::InvalidUrl {
+            url: mask_password(url),
+            reason: e.to_string(),
+        })?;
+        let first = client.get_multiplexed_async_connection().await?;
+        let conn = Arc::new(Connection {
+            client,
+            current: Mutex::new(Some(first)),
+        });
+        let expires_secs = opts.result_expires.map_or(0, |d| d.as_secs());
+        let stores = {
+            let (conn, script) = (conn.clone(), Arc::new(Script::new(STORE_LUA)));
+            Batcher::spawn(STORE_BATCH_MAX, move |items| {
+                let (conn, script) = (conn.clone(), script.clone());
+                async move { conn.store_batch(&script, expires_secs, items).await }
+            })
+        };
+        Ok(RedisBackend {
+            conn,
+            prefix: key_prefix(opts.global_keyprefix.as_deref()),
+            expires_secs,
+            stores,
+        })
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection> {
+        self.conn.get().await
+    }
+
+    async fn checked<T>(&self, r: Result<T, RedisError>) -> Result<T> {
+        self.conn.checked(r).await
     }
 
     /// `celery-task-meta-<id>` with the global key prefix.
@@ -144,20 +241,9 @@ impl ResultBackend for RedisBackend {
                 bytes.len()
             )));
         }
-        let mut conn = self.connection().await?;
-        let r = self
-            .store_script
-            .key(self.task_key(&result.task_id))
-            .arg(bytes)
-            .arg(self.expires_secs)
-            .invoke_async::<i64>(&mut conn)
-            .await;
-        let written = self.checked(r).await?;
-        Ok(if written == 1 {
-            StoreOutcome::Stored
-        } else {
-            StoreOutcome::SuccessAlreadyStored
-        })
+        self.stores
+            .submit((self.task_key(&result.task_id), bytes))
+            .await
     }
 
     async fn get(&self, task_id: &str) -> Result<Option<TaskResult>> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::qos::Qos;
-use super::restore::{remove, restore_by_tag, Push};
+use super::restore::{restore_by_tag, Push};
 use super::Inner;
 use crate::transport::Acker;
 use crate::Result;
@@ -49,9 +49,12 @@ impl Drop for RedisAcker {
 #[async_trait]
 impl Acker for RedisAcker {
     async fn ack(&self) -> Result<()> {
-        let r = remove(&self.inner, &self.tag).await;
+        // The prefetch slot is free as soon as the ack is sent, not when
+        // Redis confirms it: the message is no longer waiting to be
+        // processed, which is what prefetch limits. Holding the slot for the
+        // round trip would cap throughput at prefetch / round-trip time.
         self.release_slot();
-        r
+        self.inner.acks.submit(self.tag.clone()).await
     }
 
     async fn reject(&self, requeue: bool) -> Result<()> {
@@ -60,7 +63,7 @@ impl Acker for RedisAcker {
                 .await
                 .map(drop)
         } else {
-            remove(&self.inner, &self.tag).await
+            self.inner.acks.submit(self.tag.clone()).await
         };
         self.release_slot();
         r

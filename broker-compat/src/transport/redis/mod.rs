@@ -44,13 +44,26 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 
+use crate::batch::Batcher;
 use crate::protocol::Message;
 use crate::transport::{
     Consumer, ExchangeType, QueueDepth, QueueSpec, Route, Subscription, Transport,
 };
-use crate::Result;
+use crate::{Error, Result};
 
 pub use keys::Keys;
+
+/// At most this many acks share one MULTI.
+const ACK_BATCH_MAX: usize = 256;
+
+/// One batch's outcome, for each of its callers.
+fn clone_result(r: &Result<()>) -> Result<()> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(Error::Redis(e)) => Err(Error::Redis(e.clone())),
+        Err(e) => Err(Error::Closed(e.to_string())),
+    }
+}
 pub use options::{FanoutPrefix, RedisOptions};
 pub use routing::topic_matches;
 
@@ -62,7 +75,9 @@ pub struct RedisTransport {
 
 /// What every part of the transport shares.
 pub(crate) struct Inner {
-    connector: Arc<conn::Connector>,
+    pub(crate) connector: Arc<conn::Connector>,
+    /// Acks (and rejects without requeue), batched: see [`crate::batch`].
+    pub(crate) acks: Batcher<String, Result<()>>,
     pub(crate) keys: Keys,
     pub(crate) opts: RedisOptions,
     /// kombu's `Channel._expires`: queues declared with `x-expires` (ms).
@@ -126,10 +141,22 @@ impl RedisTransport {
         let connector = conn::Connector::new(source::Source::new(&opts)?);
         connector.get().await?;
         tracing::debug!(url = %opts.masked_url(), "redis transport connected");
+        let keys = Keys::new(&opts);
+        let acks = {
+            let (connector, keys) = (connector.clone(), keys.clone());
+            Batcher::spawn(ACK_BATCH_MAX, move |tags: Vec<String>| {
+                let (connector, keys) = (connector.clone(), keys.clone());
+                async move {
+                    let r = restore::remove_many(&connector, &keys, &tags).await;
+                    tags.iter().map(|_| clone_result(&r)).collect()
+                }
+            })
+        };
         Ok(RedisTransport {
             inner: Arc::new(Inner {
                 connector,
-                keys: Keys::new(&opts),
+                acks,
+                keys,
                 opts,
                 expires: Mutex::new(HashMap::new()),
                 exchange_types: Mutex::new(HashMap::new()),

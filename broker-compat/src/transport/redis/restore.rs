@@ -2,13 +2,16 @@
 //! back with LPUSH, restore to the front with RPUSH) and the
 //! visibility-timeout sweep `restore_visible` (spec §2.5).
 
+use std::sync::Arc;
+
 use redis::AsyncCommands;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::conn::Connector;
 use super::publish::binding_table;
 use super::routing::lookup;
-use super::{scripts, Inner};
+use super::{scripts, Inner, Keys};
 use crate::protocol::envelope::mark_redelivered;
 use crate::protocol::pyjson;
 use crate::Result;
@@ -24,13 +27,24 @@ pub(crate) enum Push {
 
 /// ack / reject(requeue=false): ZREM unacked_index + HDEL unacked in MULTI.
 pub(crate) async fn remove(inner: &Inner, tag: &str) -> Result<()> {
+    remove_many(&inner.connector, &inner.keys, &[tag]).await
+}
+
+/// Acks batched by `Inner::acks`: one MULTI for every tag, the same effect
+/// as kombu's per-message MULTI (ZREM unacked_index + HDEL unacked).
+pub(crate) async fn remove_many(
+    connector: &Arc<Connector>,
+    keys: &Keys,
+    tags: &[impl AsRef<str>],
+) -> Result<()> {
+    let tags: Vec<&str> = tags.iter().map(AsRef::as_ref).collect();
     let mut pipe = redis::pipe();
     pipe.atomic()
-        .zrem(inner.keys.unacked_index(), tag)
+        .zrem(keys.unacked_index(), &tags)
         .ignore()
-        .hdel(inner.keys.unacked(), tag)
+        .hdel(keys.unacked(), &tags)
         .ignore();
-    let mut conn = inner.conn().await?;
+    let mut conn = connector.get().await?;
     pipe.query_async::<()>(&mut conn).await?;
     Ok(())
 }
