@@ -25,14 +25,18 @@ impl Qos {
         p == 0 || self.in_flight.load(Ordering::SeqCst) < p
     }
 
-    /// Free slots (at most `cap`; `cap` when unlimited).
+    /// How many messages the next pop may take: the free slots, but at most
+    /// half the prefetch window (and `cap`; `cap` when unlimited). Half, so
+    /// that two batches are in flight: Redis pops the next one while the
+    /// worker processes the last, instead of each waiting for the other.
     pub(crate) fn available(&self, cap: usize) -> usize {
         let p = u64::from(self.prefetch.load(Ordering::SeqCst));
         if p == 0 {
             return cap;
         }
         let free = p.saturating_sub(self.in_flight.load(Ordering::SeqCst));
-        usize::try_from(free).unwrap_or(cap).min(cap)
+        let half = p.div_ceil(2);
+        usize::try_from(free.min(half)).unwrap_or(cap).min(cap)
     }
 
     pub(crate) fn set_prefetch(&self, prefetch: u16) {
