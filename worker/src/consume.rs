@@ -210,7 +210,7 @@ impl ConsumeLoop {
         }
         self.exec
             .events
-            .task(Event::task_failed(&id, &exc.repr(), None))
+            .task(|| Event::task_failed(&id, &exc.repr(), None))
             .await;
     }
 }

@@ -38,11 +38,13 @@ impl Events {
     }
 
     /// A task event, if task events are enabled.
-    pub async fn task(&self, event: Event) {
+    /// Send a task event; `make` runs only when events are on (`-E`), so a
+    /// worker without events does not build them.
+    pub async fn task(&self, make: impl FnOnce() -> Event) {
         if !self.state.task_events_enabled() {
             return;
         }
-        if let Err(e) = self.dispatcher.send_batch(vec![event]).await {
+        if let Err(e) = self.dispatcher.send_batch(vec![make()]).await {
             tracing::warn!(error = %e, "could not publish a task event");
         }
     }

@@ -32,9 +32,11 @@ impl Executor {
                 }
                 self.settle(req, Settlement::Ack).await;
                 self.metrics.task(TaskEvent::Succeeded, &name, &req.queue);
-                let repr = pyjson::truncate_repr(pyjson::repr(&value), REPR_MAX);
                 self.events
-                    .task(Event::task_succeeded(&id, &repr, 0.0))
+                    .task(|| {
+                        let repr = pyjson::truncate_repr(pyjson::repr(&value), REPR_MAX);
+                        Event::task_succeeded(&id, &repr, 0.0)
+                    })
                     .await;
             }
             Outcome::Failure { exc, traceback } => self.fail(req, &exc, traceback, ignore).await,
@@ -60,14 +62,14 @@ impl Executor {
                 self.metrics.task(TaskEvent::Revoked, &name, &req.queue);
                 let terminated = reason == "terminated";
                 self.events
-                    .task(Event::task_revoked(&id, terminated, signum, expired))
+                    .task(|| Event::task_revoked(&id, terminated, signum, expired))
                     .await;
             }
             Outcome::Requeue { why } => {
                 tracing::warn!(task_id = %id, "requeueing task: {why}");
                 self.settle(req, Settlement::Reject { requeue: true }).await;
                 self.metrics.task(TaskEvent::Rejected, &name, &req.queue);
-                self.events.task(Event::task_rejected(&id, true)).await;
+                self.events.task(|| Event::task_rejected(&id, true)).await;
             }
             Outcome::Lost => self.lost(req).await,
             Outcome::Ignored { reason } => {
@@ -94,8 +96,9 @@ impl Executor {
         self.settle(req, Settlement::Ack).await;
         self.metrics
             .task(TaskEvent::Failed, self.metric_name(req), &req.queue);
-        let event = Event::task_failed(id, &exc.repr(), traceback.as_deref());
-        self.events.task(event).await;
+        self.events
+            .task(|| Event::task_failed(id, &exc.repr(), traceback.as_deref()))
+            .await;
     }
 
     /// `Task.retry`: a new message with the same id, retries + 1, an ETA, and
@@ -136,8 +139,9 @@ impl Executor {
         self.settle(req, Settlement::Ack).await;
         self.metrics
             .task(TaskEvent::Retried, self.metric_name(req), &req.queue);
-        let event = Event::task_retried(id, &exc.repr(), traceback.as_deref().unwrap_or(""));
-        self.events.task(event).await;
+        self.events
+            .task(|| Event::task_retried(id, &exc.repr(), traceback.as_deref().unwrap_or("")))
+            .await;
     }
 
     /// Cold shutdown interrupted it: give it back so it runs again. If it

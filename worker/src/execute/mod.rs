@@ -106,7 +106,7 @@ impl Executor {
             .task(TaskEvent::Received, self.metric_name(&req), &req.queue);
         tracing::info!(task_id = %id, task_name = req.display_name(), "Task {}[{}] received", req.display_name(), id);
         self.events
-            .task(Event::task_received(&received(&req)))
+            .task(|| Event::task_received(&received(&req)))
             .await;
 
         if !self.hold_until_eta(&req).await {
@@ -115,10 +115,7 @@ impl Executor {
         let Some(slot) = self.wait_for_slot(&req, claim).await else {
             return;
         };
-        let outcome = self.execute(&req).await;
-        // The slot is for running the task: storing its result and settling
-        // the message need no slot, so the next task starts meanwhile.
-        drop(slot);
+        let outcome = self.execute(&req, slot).await;
         self.finish(&req, outcome).await;
     }
 
@@ -177,6 +174,14 @@ impl Executor {
 
     /// Wait for a concurrency slot; at warm shutdown give the message back.
     async fn wait_for_slot(&self, req: &Request, claim: SlotClaim) -> Option<OwnedSemaphorePermit> {
+        if let SlotClaim::Granted(permit) = claim {
+            // Nothing to wait for: never listed as reserved.
+            if self.warm.is_cancelled() {
+                self.restore(req).await;
+                return None;
+            }
+            return Some(permit);
+        }
         let info = req.info(&self.state.hostname, None, false);
         self.state
             .tasks()

@@ -9,7 +9,7 @@ use broker_compat::protocol::time::unix_seconds;
 use chrono::Utc;
 use nix::sys::signal::Signal;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use super::{Executor, Outcome};
 use crate::metrics::TaskEvent;
@@ -62,16 +62,36 @@ impl Executor {
     }
 
     /// From accepted to ended. The request is `active` for exactly this span.
-    pub(super) async fn execute(&self, req: &Request) -> Outcome {
+    /// `slot` is released as soon as the task stops running: the ack's
+    /// reply, storing the result and settling the message need none, so the
+    /// next task starts meanwhile.
+    pub(super) async fn execute(&self, req: &Request, slot: OwnedSemaphorePermit) -> Outcome {
         let acks_late = self.acks_late(req);
         let (term_tx, term_rx) = watch::channel(None);
         let started = Instant::now();
-        self.accept(req, acks_late, term_tx).await;
-        let outcome = match &req.kind {
-            TaskKind::Builtin(b) => self.run_builtin(*b, req, term_rx).await,
-            TaskKind::Profile { .. } => self.run_profile(req, self.limits(req), term_rx).await,
-            TaskKind::Airflow(a) => self.run_airflow(req, a, self.limits(req), term_rx).await,
+        self.mark_active(req, acks_late, term_tx);
+        // The early ack is sent before anything else happens, but the task
+        // does not wait for Redis' reply: `biased` polls the ack first, which
+        // puts it on the connection, then the task runs while it completes.
+        // Waiting would hold the concurrency slot for a round trip per task.
+        let early_ack = async {
+            if !acks_late {
+                if let Err(e) = req.settle.settle(Settlement::Ack).await {
+                    tracing::error!(task_id = %req.id(), error = %e, "early ack failed; the broker may deliver the task again");
+                }
+            }
         };
+        let run = async {
+            self.announce_started(req).await;
+            let outcome = match &req.kind {
+                TaskKind::Builtin(b) => self.run_builtin(*b, req, term_rx).await,
+                TaskKind::Profile { .. } => self.run_profile(req, self.limits(req), term_rx).await,
+                TaskKind::Airflow(a) => self.run_airflow(req, a, self.limits(req), term_rx).await,
+            };
+            drop(slot);
+            outcome
+        };
+        let ((), outcome) = tokio::join!(biased; early_ack, run);
         self.state.tasks().active.remove(req.id());
         self.metrics.tasks_active.dec();
         self.metrics
@@ -81,7 +101,8 @@ impl Executor {
         outcome
     }
 
-    async fn accept(&self, req: &Request, acks_late: bool, terminate: watch::Sender<Option<i32>>) {
+    /// Listed in `inspect active`, counted as started.
+    fn mark_active(&self, req: &Request, acks_late: bool, terminate: watch::Sender<Option<i32>>) {
         let time_start = unix_seconds(Utc::now());
         {
             let mut tasks = self.state.tasks();
@@ -104,12 +125,11 @@ impl Executor {
         self.metrics.tasks_active.inc();
         self.metrics
             .task(TaskEvent::Started, self.metric_name(req), &req.queue);
-        if !acks_late {
-            if let Err(e) = req.settle.settle(Settlement::Ack).await {
-                tracing::error!(task_id = %req.id(), error = %e, "early ack failed; the broker may deliver the task again");
-            }
-        }
-        self.events.task(Event::task_started(req.id())).await;
+    }
+
+    /// task-started, and STARTED when track_started is on.
+    async fn announce_started(&self, req: &Request) {
+        self.events.task(|| Event::task_started(req.id())).await;
         let track = match &req.kind {
             TaskKind::Profile { profile, .. } => {
                 profile.track_started.unwrap_or(self.defaults.track_started)
