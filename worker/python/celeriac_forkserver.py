@@ -1,8 +1,9 @@
 """celeriac warm-Python fork server.
 
 Started by celeriac-worker's `warm_python` runtime as
-`python -c <this file> <socket path> <preload module>...`. It imports the
-preload modules once (Airflow takes 1.7-2.8 s to import), listens on a Unix
+`python -c <this file> <socket path> <preload>...`. It imports the preload
+modules once (Airflow takes 1.7-2.8 s to import) and runs the `warm:<name>`
+entries (per-process caches every task would otherwise rebuild), listens on a Unix
 socket, and for every connection forks one child that runs a module as
 `python -m <module> <args>` would, in its own process group, with the
 stdout/stderr pipes the worker passed over the socket (SCM_RIGHTS).
@@ -28,11 +29,27 @@ import time
 import traceback
 
 
-def preload(modules):
-    for name in modules:
+def warm_airflow_api_client():
+    """The Task SDK's API client builds its SSL context (CA bundle loading,
+    ~0.1 s) once per process and caches it. Built here, every forked task
+    inherits it, as a prefork pool process reuses the one it built first."""
+    from airflow.sdk.api import client
+
+    client.Client._get_ssl_context_cached(client.API_SSL_CA_FILE_PATH, client.API_SSL_CERT_PATH)
+
+
+# Preload entries `warm:<name>` run one of these after the imports before them.
+WARMUPS = {"airflow-api-client": warm_airflow_api_client}
+
+
+def preload(entries):
+    for name in entries:
         try:
-            importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001 - report and go on: the child imports it again
+            if name.startswith("warm:"):
+                WARMUPS[name[len("warm:"):]]()
+            else:
+                importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - report and go on: the child does it again
             print(f"preload {name} failed: {exc!r}", file=sys.stderr, flush=True)
 
 

@@ -85,7 +85,8 @@ pub struct Cli {
     /// Pre-imported Python fork servers for Airflow tasks (0 = a fresh Python per task). Default 1.
     #[arg(long, env = "CELERIAC_AIRFLOW_WARM_POOL")]
     pub airflow_warm_pool: Option<usize>,
-    /// Modules the warm pool imports once (comma-separated). Default: what the Task SDK needs.
+    /// Modules the warm pool imports once (comma-separated), and `warm:<name>` warm-ups it runs
+    /// (`warm:airflow-api-client`). Default: what the Task SDK needs.
     #[arg(long, env = "CELERIAC_AIRFLOW_PRELOAD", value_delimiter = ',')]
     pub airflow_preload: Option<Vec<String>>,
     /// Port of the Airflow worker log server. Falls back to

@@ -16,8 +16,9 @@ use crate::routing::{Profile, PullPolicy, ResultSource, RuntimeKind};
 pub const DEFAULT_LOG_SERVER_PORT: u16 = 8793;
 
 /// Modules the warm pool imports once: everything `execute_workload` pulls
-/// in before it forks the task runner (airflow.md §3).
-pub const DEFAULT_PRELOAD: [&str; 7] = [
+/// in before it forks the task runner (airflow.md §3), then the per-process
+/// caches the fork server builds once for all tasks (`warm:` entries).
+pub const DEFAULT_PRELOAD: [&str; 8] = [
     "airflow.sdk.execution_time.execute_workload",
     "airflow.executors.workloads",
     "airflow.executors.base_executor",
@@ -25,6 +26,8 @@ pub const DEFAULT_PRELOAD: [&str; 7] = [
     "airflow.settings",
     "airflow.sdk.execution_time.supervisor",
     "airflow.sdk.execution_time.task_runner",
+    // The API client's SSL context: ~0.1 s per task if every fork built it.
+    "warm:airflow-api-client",
 ];
 
 /// Variables besides `AIRFLOW_*` that task processes get from the worker's
