@@ -185,3 +185,25 @@ async fn warm_start_versus_cold_start() {
         best_cold.as_secs_f64() / worst_warm.as_secs_f64()
     );
 }
+
+/// Preloaded modules may print to stdout before the server is ready (real
+/// Airflow logs "Using Public CAs from certifi" while warming up; `import
+/// this` prints the Zen of Python): the server still starts and runs tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preload_output_before_ready_is_not_mistaken_for_the_ready_line() {
+    let home = tempfile::tempdir().unwrap();
+    let launch = Launch {
+        python: "python3".into(),
+        env: env(home.path()),
+        preload: vec!["this".into(), WORKLOAD_MODULE.into()],
+    };
+    let rt = WarmPythonRuntime::start(launch, 1)
+        .await
+        .expect("a chatty preload must not stop the server from starting");
+    let (task, w) = spec(home.path(), "wait_zen");
+    let (mut unit, _rx, started, _) = start(&rt, &task).await;
+    assert!(started["pid"].is_number(), "{started}");
+    let release = format!("release-{}", w["ti"]["id"].as_str().unwrap());
+    std::fs::write(home.path().join(release), b"").unwrap();
+    assert_eq!(unit.wait().await.unwrap().code, Some(0));
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, Command};
 
 use crate::runtime::{RuntimeError, RuntimeErrorKind};
@@ -74,9 +74,9 @@ impl Server {
             ));
         };
         let mut lines = BufReader::new(out).lines();
-        let ready = tokio::time::timeout(READY_TIMEOUT, lines.next_line()).await;
+        let ready = tokio::time::timeout(READY_TIMEOUT, ready_line(&mut lines)).await;
         match ready {
-            Ok(Ok(Some(line))) if line.starts_with("ready") => {
+            Ok(Ok(Some(line))) => {
                 tracing::info!(socket = %socket.display(), pid = child.id().unwrap_or(0), import_seconds = line.trim_start_matches("ready").trim(), "warm Python server ready");
             }
             other => {
@@ -101,6 +101,20 @@ impl Server {
     pub(super) fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// The `ready` line. What the preloaded modules print before it (Airflow
+/// logs to stdout as it imports and warms up) is relayed to our log.
+async fn ready_line<R: AsyncBufRead + Unpin>(
+    lines: &mut Lines<R>,
+) -> std::io::Result<Option<String>> {
+    while let Some(line) = lines.next_line().await? {
+        if line.starts_with("ready") {
+            return Ok(Some(line));
+        }
+        tracing::info!(stream = "warm-python", "{line}");
+    }
+    Ok(None)
 }
 
 async fn relay<R: AsyncRead + Unpin>(reader: R, stream: &'static str) {
