@@ -58,3 +58,31 @@ impl Qos {
         self.changed.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Qos;
+
+    #[test]
+    fn a_pop_takes_at_most_half_the_window_and_never_more_than_is_free() {
+        let q = Qos::new(8);
+        assert_eq!(q.available(16), 4, "half of 8");
+        for _ in 0..6 {
+            q.delivered();
+        }
+        assert_eq!(q.available(16), 2, "only 2 free");
+        assert!(q.can_consume());
+        q.delivered();
+        q.delivered();
+        assert!(!q.can_consume() && q.available(16) == 0);
+        q.settled();
+        assert_eq!(q.available(16), 1);
+        assert_eq!(Qos::new(1).available(16), 1, "a window of 1 still pops 1");
+        assert_eq!(Qos::new(0).available(16), 16, "unlimited: the cap");
+        assert_eq!(
+            Qos::new(64).available(16),
+            16,
+            "the cap bounds a large window"
+        );
+    }
+}

@@ -76,6 +76,17 @@ local function properties(env)
   return nil
 end
 
+-- A batch mostly repeats one exchange and one routing key: quote each once.
+local quoted = {}
+local function pyq(s)
+  local q = quoted[s]
+  if not q then
+    q = pystr(s)
+    quoted[s] = q
+  end
+  return q
+end
+
 local max = tonumber(ARGV[1])
 local lists = #KEYS - 2
 local t = redis.call('TIME')
@@ -114,7 +125,7 @@ for i = 3, #KEYS do
     zadd[#zadd + 1] = now
     zadd[#zadd + 1] = tag
     hset[#hset + 1] = tag
-    hset[#hset + 1] = '[' .. env .. ', ' .. pystr(exchange) .. ', ' .. pystr(rk) .. ']'
+    hset[#hset + 1] = '[' .. env .. ', ' .. pyq(exchange) .. ', ' .. pyq(rk) .. ']'
     out[#out + 1] = {i - 2, env, tag}
   end
 end
