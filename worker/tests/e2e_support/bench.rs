@@ -67,11 +67,18 @@ pub fn latency(out: &RunOutcome) -> String {
     if v.is_empty() {
         return "no timings".into();
     }
+    let mut run: Vec<f64> = out
+        .tis
+        .iter()
+        .filter_map(|t| Some((t.end? - t.start?).num_milliseconds() as f64 / 1000.0))
+        .collect();
+    run.sort_by(f64::total_cmp);
     format!(
-        "q→run min {:.2}s median {:.2}s max {:.2}s; span {:.1}s",
+        "q→run min {:.2}s median {:.2}s max {:.2}s; running (start→end) median {:.2}s; span {:.1}s",
         v[0],
         v[v.len() / 2],
         v[v.len() - 1],
+        run.get(run.len() / 2).copied().unwrap_or(f64::NAN),
         super::checks::span(out),
     )
 }

@@ -375,7 +375,7 @@ impl Drop for Stack {
         if self.kind == BrokerKind::Redis {
             let _ = drop_redis_keys(&self.queue);
         }
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("CELERIAC_E2E_KEEP_LOGS").is_some() {
             eprintln!("[e2e] logs kept in {}", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
