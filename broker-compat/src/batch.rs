@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{Error, Result};
 
-type Job<I, O> = (I, oneshot::Sender<O>);
+type Job<I, O> = (I, oneshot::Sender<Result<O>>);
 
 /// The submitting side; the flusher stops when every clone is dropped.
 pub(crate) struct Batcher<I, O> {
@@ -32,19 +32,28 @@ impl<I, O> Clone for Batcher<I, O> {
 
 impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     /// Spawn the flusher on the current Tokio runtime. `flush` gets up to
-    /// `max` items in submission order and must return one answer per item,
-    /// in the same order.
+    /// `max` items in submission order and returns one answer per item, in
+    /// the same order, or the error that failed the whole batch (then every
+    /// caller gets it).
     pub(crate) fn spawn<F, Fut>(max: usize, mut flush: F) -> Self
     where
         F: FnMut(Vec<I>) -> Fut + Send + 'static,
-        Fut: Future<Output = Vec<O>> + Send,
+        Fut: Future<Output = Result<Vec<O>>> + Send,
     {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job<I, O>>();
         tokio::spawn(async move {
             let mut jobs = Vec::with_capacity(max);
             while rx.recv_many(&mut jobs, max).await > 0 {
-                let (items, replies): (Vec<I>, Vec<oneshot::Sender<O>>) = jobs.drain(..).unzip();
-                let answers = flush(items).await;
+                let (items, replies): (Vec<I>, Vec<_>) = jobs.drain(..).unzip();
+                let n = items.len();
+                let answers: Vec<Result<O>> = match flush(items).await {
+                    Ok(answers) if answers.len() == n => answers.into_iter().map(Ok).collect(),
+                    Ok(answers) => {
+                        let e = format!("a batch of {n} writes got {} answers", answers.len());
+                        (0..n).map(|_| Err(Error::Protocol(e.clone()))).collect()
+                    }
+                    Err(e) => (0..n).map(|_| Err(share(&e))).collect(),
+                };
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     // The caller may have stopped waiting (cancelled): fine.
                     let _ = reply.send(answer);
@@ -53,9 +62,7 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
         });
         Batcher { tx }
     }
-}
 
-impl<I, O> Batcher<I, Result<O>> {
     /// Queue `item` and wait for its answer.
     pub(crate) async fn submit(&self, item: I) -> Result<O> {
         let (reply, answer) = oneshot::channel();
@@ -69,6 +76,15 @@ impl<I, O> Batcher<I, Result<O>> {
     }
 }
 
+/// A batch's error, for each of its callers: Redis errors keep their kind
+/// (`is_transient` still answers right); others keep their message.
+fn share(e: &Error) -> Error {
+    match e {
+        Error::Redis(e) => Error::Redis(e.clone()),
+        e => Error::Closed(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,11 +94,11 @@ mod tests {
     async fn items_queued_during_a_flush_go_out_together_in_order() {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let seen = sizes.clone();
-        let batcher: Batcher<u32, Result<u32>> = Batcher::spawn(64, move |items: Vec<u32>| {
+        let batcher: Batcher<u32, u32> = Batcher::spawn(64, move |items: Vec<u32>| {
             seen.lock().unwrap().push(items.len());
             async move {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                items.into_iter().map(|i| Ok(i * 10)).collect()
+                Ok(items.into_iter().map(|i| i * 10).collect())
             }
         });
         let first = tokio::spawn({
@@ -115,9 +131,9 @@ mod tests {
     async fn a_batch_never_exceeds_max() {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let seen = sizes.clone();
-        let batcher: Batcher<u32, Result<()>> = Batcher::spawn(3, move |items: Vec<u32>| {
+        let batcher: Batcher<u32, ()> = Batcher::spawn(3, move |items: Vec<u32>| {
             seen.lock().unwrap().push(items.len());
-            async move { items.iter().map(|_| Ok(())).collect() }
+            async move { Ok(items.iter().map(|_| ()).collect()) }
         });
         let all: Vec<_> = (0..7)
             .map(|i| {

@@ -6,12 +6,12 @@
 //! Celery pipelines are issued (`SETEX`/`SET`, then `PUBLISH` of the same
 //! bytes on the key's channel), so readers see exactly Celery's effects.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, RedisError, Script};
 use serde_json::{json, Value};
-use std::sync::Arc;
-
 use tokio::sync::Mutex;
 
 use super::url::BackendOptions;
@@ -69,7 +69,7 @@ pub struct RedisBackend {
     conn: Arc<Connection>,
     prefix: String,
     expires_secs: u64,
-    stores: Batcher<(String, Vec<u8>), Result<StoreOutcome>>,
+    stores: Batcher<(String, Vec<u8>), StoreOutcome>,
 }
 
 /// The backend's connection, shared with the store batcher.
@@ -105,50 +105,25 @@ impl Connection {
         script: &Script,
         expires_secs: u64,
         items: Vec<(String, Vec<u8>)>,
-    ) -> Vec<Result<StoreOutcome>> {
+    ) -> Result<Vec<StoreOutcome>> {
         let mut call = script.prepare_invoke();
         call.arg(expires_secs);
         for (key, bytes) in &items {
             call.key(key).arg(bytes);
         }
-        let r = match self.get().await {
-            Ok(mut conn) => {
-                let r = call.invoke_async::<Vec<i64>>(&mut conn).await;
-                self.checked(r).await
-            }
-            Err(e) => Err(e),
-        };
-        match r {
-            Ok(written) if written.len() == items.len() => written
-                .into_iter()
-                .map(|w| {
-                    Ok(if w == 1 {
-                        StoreOutcome::Stored
-                    } else {
-                        StoreOutcome::SuccessAlreadyStored
-                    })
-                })
-                .collect(),
-            Ok(written) => {
-                let e = format!(
-                    "the store script answered {} outcomes for {} results",
-                    written.len(),
-                    items.len()
-                );
-                items
-                    .iter()
-                    .map(|_| Err(Error::Protocol(e.clone())))
-                    .collect()
-            }
-            Err(Error::Redis(e)) => items.iter().map(|_| Err(Error::Redis(e.clone()))).collect(),
-            Err(e) => {
-                let e = e.to_string();
-                items
-                    .iter()
-                    .map(|_| Err(Error::Closed(e.clone())))
-                    .collect()
-            }
-        }
+        let mut conn = self.get().await?;
+        let r = call.invoke_async::<Vec<i64>>(&mut conn).await;
+        let written = self.checked(r).await?;
+        Ok(written
+            .into_iter()
+            .map(|w| {
+                if w == 1 {
+                    StoreOutcome::Stored
+                } else {
+                    StoreOutcome::SuccessAlreadyStored
+                }
+            })
+            .collect())
     }
 }
 
@@ -179,14 +154,6 @@ impl RedisBackend {
         })
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection> {
-        self.conn.get().await
-    }
-
-    async fn checked<T>(&self, r: Result<T, RedisError>) -> Result<T> {
-        self.conn.checked(r).await
-    }
-
     /// `celery-task-meta-<id>` with the global key prefix.
     pub fn task_key(&self, task_id: &str) -> String {
         format!("{}{TASK_KEYPREFIX}{task_id}", self.prefix)
@@ -207,13 +174,13 @@ impl RedisBackend {
         let value = json!({"result": [[group_id, null], members]});
         let bytes = pyjson::to_vec(&value);
         let key = self.group_key(group_id);
-        let mut conn = self.connection().await?;
+        let mut conn = self.conn.get().await?;
         let r = if self.expires_secs > 0 {
             conn.set_ex::<_, _, ()>(key, bytes, self.expires_secs).await
         } else {
             conn.set::<_, _, ()>(key, bytes).await
         };
-        self.checked(r).await
+        self.conn.checked(r).await
     }
 }
 
@@ -247,9 +214,9 @@ impl ResultBackend for RedisBackend {
     }
 
     async fn get(&self, task_id: &str) -> Result<Option<TaskResult>> {
-        let mut conn = self.connection().await?;
+        let mut conn = self.conn.get().await?;
         let r = conn.get::<_, Option<Vec<u8>>>(self.task_key(task_id)).await;
-        let raw = self.checked(r).await?;
+        let raw = self.conn.checked(r).await?;
         let Some(raw) = raw else { return Ok(None) };
         let meta: serde_json::Map<String, Value> = serde_json::from_slice(&raw)
             .map_err(|e| Error::Protocol(format!("result {task_id} is not a JSON object: {e}")))?;

@@ -49,21 +49,13 @@ use crate::protocol::Message;
 use crate::transport::{
     Consumer, ExchangeType, QueueDepth, QueueSpec, Route, Subscription, Transport,
 };
-use crate::{Error, Result};
+use crate::Result;
 
 pub use keys::Keys;
 
 /// At most this many acks share one MULTI.
 const ACK_BATCH_MAX: usize = 256;
 
-/// One batch's outcome, for each of its callers.
-fn clone_result(r: &Result<()>) -> Result<()> {
-    match r {
-        Ok(()) => Ok(()),
-        Err(Error::Redis(e)) => Err(Error::Redis(e.clone())),
-        Err(e) => Err(Error::Closed(e.to_string())),
-    }
-}
 pub use options::{FanoutPrefix, RedisOptions};
 pub use routing::topic_matches;
 
@@ -77,7 +69,7 @@ pub struct RedisTransport {
 pub(crate) struct Inner {
     pub(crate) connector: Arc<conn::Connector>,
     /// Acks (and rejects without requeue), batched: see [`crate::batch`].
-    pub(crate) acks: Batcher<String, Result<()>>,
+    pub(crate) acks: Batcher<String, ()>,
     pub(crate) keys: Keys,
     pub(crate) opts: RedisOptions,
     /// kombu's `Channel._expires`: queues declared with `x-expires` (ms).
@@ -147,8 +139,8 @@ impl RedisTransport {
             Batcher::spawn(ACK_BATCH_MAX, move |tags: Vec<String>| {
                 let (connector, keys) = (connector.clone(), keys.clone());
                 async move {
-                    let r = restore::remove_many(&connector, &keys, &tags).await;
-                    tags.iter().map(|_| clone_result(&r)).collect()
+                    restore::remove_many(&connector, &keys, &tags).await?;
+                    Ok(vec![(); tags.len()])
                 }
             })
         };
