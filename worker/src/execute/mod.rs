@@ -174,20 +174,17 @@ impl Executor {
 
     /// Wait for a concurrency slot; at warm shutdown give the message back.
     async fn wait_for_slot(&self, req: &Request, claim: SlotClaim) -> Option<OwnedSemaphorePermit> {
-        if let SlotClaim::Granted(permit) = claim {
-            // Nothing to wait for: never listed as reserved.
-            if self.warm.is_cancelled() {
-                self.restore(req).await;
-                return None;
-            }
-            return Some(permit);
+        // A request granted its slot at dispatch never waits: it is not
+        // listed as reserved (no request-info JSON built only to be dropped).
+        let waits = !matches!(claim, SlotClaim::Granted(_));
+        if waits {
+            let info = req.info(&self.state.hostname, None, false);
+            self.state
+                .tasks()
+                .reserved
+                .insert(req.id().to_owned(), info);
+            self.metrics.tasks_reserved.inc();
         }
-        let info = req.info(&self.state.hostname, None, false);
-        self.state
-            .tasks()
-            .reserved
-            .insert(req.id().to_owned(), info);
-        self.metrics.tasks_reserved.inc();
         let acquire = match claim {
             SlotClaim::Granted(permit) => Box::pin(std::future::ready(Ok(permit))),
             SlotClaim::Waiting(acquire) => acquire,
@@ -200,8 +197,10 @@ impl Executor {
             _ = self.warm.cancelled() => None,
             p = acquire => p.ok(),
         };
-        self.state.tasks().reserved.remove(req.id());
-        self.metrics.tasks_reserved.dec();
+        if waits {
+            self.state.tasks().reserved.remove(req.id());
+            self.metrics.tasks_reserved.dec();
+        }
         if permit.is_none() {
             self.restore(req).await;
         }
