@@ -3,6 +3,7 @@
 //! results; a runtime only starts, signals, waits for and cleans up its unit.
 
 pub mod docker;
+mod local;
 pub mod payload;
 pub mod process;
 pub mod warm_python;

@@ -11,15 +11,15 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use nix::sys::signal::Signal;
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{
-    payload, Exit, LogLine, LogStream, Running, Runtime, RuntimeError, RuntimeErrorKind, TaskSpec,
+    local, payload, Exit, LogLine, LogStream, Running, Runtime, RuntimeError, RuntimeErrorKind,
+    TaskSpec,
 };
 
 /// How long to wait for output still buffered in the pipes after the
@@ -90,10 +90,14 @@ impl Runtime for ProcessRuntime {
         }
         let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
-            readers.push(tokio::spawn(forward(out, LogStream::Stdout, logs.clone())));
+            readers.push(tokio::spawn(local::forward(
+                out,
+                LogStream::Stdout,
+                logs.clone(),
+            )));
         }
         if let Some(err) = child.stderr.take() {
-            readers.push(tokio::spawn(forward(err, LogStream::Stderr, logs)));
+            readers.push(tokio::spawn(local::forward(err, LogStream::Stderr, logs)));
         }
         Ok(Box::new(ProcessUnit {
             child,
@@ -135,46 +139,16 @@ impl Running for ProcessUnit {
     }
 
     async fn signal(&mut self, signal: i32) -> Result<(), RuntimeError> {
-        let sig = Signal::try_from(signal).map_err(|e| {
-            RuntimeError::new(RuntimeErrorKind::Failed, format!("signal {signal}: {e}"))
-        })?;
-        let pgid = Pid::from_raw(i32::try_from(self.pid).unwrap_or(0));
-        match killpg(pgid, sig) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-            Err(e) => Err(RuntimeError::new(
-                RuntimeErrorKind::Failed,
-                format!("killpg {}: {e}", self.pid),
-            )),
-        }
+        local::signal_group(i32::try_from(self.pid).unwrap_or(0), signal)
     }
 
     async fn read_file(&mut self, path: &Path) -> Result<Option<Vec<u8>>, RuntimeError> {
-        let full = match &self.workdir {
-            Some(dir) if path.is_relative() => dir.join(path),
-            _ => path.to_path_buf(),
-        };
-        match tokio::fs::read(&full).await {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(RuntimeError::new(
-                RuntimeErrorKind::Failed,
-                format!("{}: {e}", full.display()),
-            )),
-        }
+        local::read_task_file(self.workdir.as_deref(), path).await
     }
 
     async fn cleanup(&mut self) -> Result<(), RuntimeError> {
         // Whatever the task left running in its group goes with it.
         self.signal(Signal::SIGKILL as i32).await
-    }
-}
-
-async fn forward<R: AsyncRead + Unpin>(reader: R, stream: LogStream, logs: mpsc::Sender<LogLine>) {
-    let mut lines = BufReader::new(reader).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if logs.send(LogLine { stream, line }).await.is_err() {
-            break;
-        }
     }
 }
 

@@ -18,17 +18,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::Signal;
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
-use nix::unistd::Pid;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, Interest, Lines};
+use tokio::io::{AsyncBufReadExt, BufReader, Interest, Lines};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 
 use super::{
-    payload, Exit, LogLine, LogStream, Running, Runtime, RuntimeError, RuntimeErrorKind, TaskSpec,
+    local, payload, Exit, LogLine, LogStream, Running, Runtime, RuntimeError, RuntimeErrorKind,
+    TaskSpec,
 };
 pub use server::{Launch, SERVER_SCRIPT};
 use server::{Server, SocketDir};
@@ -105,8 +105,12 @@ impl Runtime for WarmPythonRuntime {
         let (err_r, err_w) = pipe()?;
         send_with_fds(&stream, &request, &[out_w, err_w]).await?;
         let readers = vec![
-            tokio::spawn(forward(receiver(out_r)?, LogStream::Stdout, logs.clone())),
-            tokio::spawn(forward(receiver(err_r)?, LogStream::Stderr, logs)),
+            tokio::spawn(local::forward(
+                receiver(out_r)?,
+                LogStream::Stdout,
+                logs.clone(),
+            )),
+            tokio::spawn(local::forward(receiver(err_r)?, LogStream::Stderr, logs)),
         ];
         let mut lines = BufReader::new(stream).lines();
         let reply = tokio::time::timeout(FORK_TIMEOUT, lines.next_line())
@@ -265,36 +269,15 @@ impl Running for WarmUnit {
     }
 
     async fn signal(&mut self, signal: i32) -> Result<(), RuntimeError> {
-        let sig = Signal::try_from(signal).map_err(|e| failed(format!("signal {signal}: {e}")))?;
-        match killpg(Pid::from_raw(self.pid), sig) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-            Err(e) => Err(failed(format!("killpg {}: {e}", self.pid))),
-        }
+        local::signal_group(self.pid, signal)
     }
 
     async fn read_file(&mut self, path: &Path) -> Result<Option<Vec<u8>>, RuntimeError> {
-        let full = match &self.workdir {
-            Some(dir) if path.is_relative() => dir.join(path),
-            _ => path.to_path_buf(),
-        };
-        match tokio::fs::read(&full).await {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(failed(format!("{}: {e}", full.display()))),
-        }
+        local::read_task_file(self.workdir.as_deref(), path).await
     }
 
     async fn cleanup(&mut self) -> Result<(), RuntimeError> {
         // Whatever the task left running in its group goes with it.
         self.signal(Signal::SIGKILL as i32).await
-    }
-}
-
-async fn forward<R: AsyncRead + Unpin>(reader: R, stream: LogStream, logs: mpsc::Sender<LogLine>) {
-    let mut lines = BufReader::new(reader).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if logs.send(LogLine { stream, line }).await.is_err() {
-            break;
-        }
     }
 }
