@@ -195,20 +195,8 @@ fn outcome(
     limits: Limits,
     seen: Seen,
 ) -> Outcome {
-    if did.lost {
-        return Outcome::Lost;
-    }
-    if let Some(sig) = did.terminated {
-        return Outcome::Revoked {
-            reason: "terminated",
-            signum: Some(sig),
-            expired: false,
-        };
-    }
-    if did.hard {
-        return Outcome::TimeLimit {
-            hard: limits.hard.map_or(0.0, |d| d.as_secs_f64()),
-        };
+    if let Some(outcome) = did.overriding(limits) {
+        return outcome;
     }
     match airflow::verdict(code, signal, seen.already_running) {
         Verdict::Success => Outcome::Success(Value::Null),

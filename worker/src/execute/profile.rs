@@ -23,6 +23,26 @@ pub(super) struct Interventions {
     pub lost: bool,
 }
 
+impl Interventions {
+    /// The outcome our own action decided, whatever the exit: cold shutdown
+    /// (lost), revoke with terminate, or the hard time limit.
+    pub(super) fn overriding(&self, limits: Limits) -> Option<Outcome> {
+        if self.lost {
+            return Some(Outcome::Lost);
+        }
+        if let Some(sig) = self.terminated {
+            return Some(Outcome::Revoked {
+                reason: "terminated",
+                signum: Some(sig),
+                expired: false,
+            });
+        }
+        self.hard.then(|| Outcome::TimeLimit {
+            hard: limits.hard.map_or(0.0, |d| d.as_secs_f64()),
+        })
+    }
+}
+
 impl Executor {
     pub(super) async fn run_profile(
         &self,
@@ -169,20 +189,8 @@ fn classify(
     logs: &LogSummary,
 ) -> Outcome {
     let traceback = (!logs.stderr_tail.is_empty()).then(|| logs.stderr_tail.join("\n"));
-    if did.lost {
-        return Outcome::Lost;
-    }
-    if let Some(sig) = did.terminated {
-        return Outcome::Revoked {
-            reason: "terminated",
-            signum: Some(sig),
-            expired: false,
-        };
-    }
-    if did.hard {
-        return Outcome::TimeLimit {
-            hard: limits.hard.map_or(0.0, |d| d.as_secs_f64()),
-        };
+    if let Some(outcome) = did.overriding(limits) {
+        return outcome;
     }
     if exit.success() {
         return Outcome::Success(result);
