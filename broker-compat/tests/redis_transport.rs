@@ -1083,3 +1083,54 @@ async fn unix_socket_urls_work() {
     assert_eq!(id_of(&d), "unix");
     d.ack().await.unwrap();
 }
+
+/// Polls so rare that only the doorbell can explain a prompt delivery.
+const NO_POLL: Duration = Duration::from_secs(120);
+
+/// Lets an idle consumer's poll back-off grow: after 4.3 s idle its polls
+/// came at 4.095 s and the next is due at 8.191 s.
+async fn idle_for_a_while() {
+    tokio::time::sleep(Duration::from_millis(4300)).await;
+}
+
+#[tokio::test]
+async fn the_doorbell_wakes_an_idle_consumer_before_its_next_poll() {
+    let e = env_with(|o| o.poll_max_interval = NO_POLL).await;
+    let mut c = e.consume("celery", 1).await;
+    idle_for_a_while().await;
+    let sent = Instant::now();
+    e.transport
+        .publish(&Route::queue("celery"), &task("rung", 0))
+        .await
+        .unwrap();
+    let d = timeout(Duration::from_secs(2), c.next())
+        .await
+        .expect("an idle consumer must be woken by the doorbell, not its next poll (due in ~3.9 s)")
+        .unwrap();
+    assert_eq!(id_of(&d), "rung");
+    d.ack().await.unwrap();
+    eprintln!("delivered {:?} after publish", sent.elapsed());
+}
+
+#[tokio::test]
+async fn the_doorbell_consumes_nothing_and_keeps_the_order() {
+    let mut e = env_with(|o| o.poll_max_interval = NO_POLL).await;
+    let mut c = e.consume("celery", 1).await;
+    idle_for_a_while().await;
+    for id in ["a", "b", "c"] {
+        e.transport
+            .publish(&Route::queue("celery"), &task(id, 0))
+            .await
+            .unwrap();
+    }
+    let mut order = Vec::new();
+    for left in [2, 1, 0] {
+        let d = next(&mut c).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(e.list("celery").await.len(), left, "still queued");
+        assert_eq!(e.unacked().await.len(), 1, "prefetch 1: one taken");
+        order.push(id_of(&d));
+        d.ack().await.unwrap();
+    }
+    assert_eq!(order, ["a", "b", "c"], "FIFO, as kombu delivers");
+}

@@ -29,6 +29,7 @@
 mod acker;
 mod conn;
 mod consumer;
+mod doorbell;
 pub mod keys;
 pub mod options;
 mod publish;
