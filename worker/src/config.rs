@@ -85,10 +85,15 @@ pub struct Cli {
     /// Pre-imported Python fork servers for Airflow tasks (0 = a fresh Python per task). Default 1.
     #[arg(long, env = "CELERIAC_AIRFLOW_WARM_POOL")]
     pub airflow_warm_pool: Option<usize>,
-    /// Modules the warm pool imports once (comma-separated), and `warm:<name>` warm-ups it runs
-    /// (`warm:airflow-api-client`). Default: what the Task SDK needs.
+    /// Modules the warm pool imports once (comma-separated; `?module`: only if installed), and
+    /// `warm:<name>` warm-ups it runs (`warm:airflow-api-client`). Replaces the default: the
+    /// Task SDK, the DAG bag, the standard provider's operators and the warm-ups.
     #[arg(long, env = "CELERIAC_AIRFLOW_PRELOAD", value_delimiter = ',')]
     pub airflow_preload: Option<Vec<String>>,
+    /// Modules the warm pool imports besides the default (or `--airflow-preload`) list: your
+    /// DAGs' operators and hooks, e.g. `airflow.providers.amazon.aws.operators.s3`.
+    #[arg(long, env = "CELERIAC_AIRFLOW_PRELOAD_EXTRA", value_delimiter = ',')]
+    pub airflow_preload_extra: Vec<String>,
     /// Port of the Airflow worker log server. Falls back to
     /// AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT, then 8793.
     #[arg(long, env = "CELERIAC_LOG_SERVER_PORT")]
@@ -153,6 +158,7 @@ impl Config {
                 python: cli.airflow_python.clone(),
                 warm_pool: Some(cli.airflow_warm_pool.unwrap_or(1)),
                 preload: cli.airflow_preload.clone(),
+                preload_extra: cli.airflow_preload_extra.clone(),
                 log_server_port: cli.log_server_port,
                 skip_serve_logs: cli.skip_serve_logs,
             };
@@ -349,6 +355,23 @@ mod tests {
         assert!(
             !format!("{c:?}").contains("pw@"),
             "Debug must not leak the password"
+        );
+    }
+
+    #[test]
+    fn preload_extra_adds_to_the_default_or_the_given_list() {
+        let preload = |args: &[&str]| {
+            let c = resolve(args, &[("AIRFLOW__CELERY__BROKER_URL", "redis://x/0")]).unwrap();
+            c.airflow_settings.unwrap().preload
+        };
+        let default = preload(&[]);
+        assert!(default.iter().any(|m| m == "warm:airflow-task-logging"));
+        let extra = preload(&["--airflow-preload-extra", "a.b,?c.d"]);
+        assert_eq!(extra[..default.len()], default[..]);
+        assert_eq!(extra[default.len()..], ["a.b", "?c.d"]);
+        assert_eq!(
+            preload(&["--airflow-preload", "x", "--airflow-preload-extra", "y"]),
+            ["x", "y"]
         );
     }
 

@@ -18,7 +18,10 @@ pub const DEFAULT_LOG_SERVER_PORT: u16 = 8793;
 /// Modules the warm pool imports once: everything `execute_workload` pulls
 /// in before it forks the task runner (airflow.md §3), then the per-process
 /// caches the fork server builds once for all tasks (`warm:` entries).
-pub const DEFAULT_PRELOAD: [&str; 9] = [
+/// The rest were found by tracing the imports of forked tasks (an audit
+/// hook, bench/airflow.md): what `airflow celery worker` has imported
+/// before its pool forks a task. `?` marks an optional module.
+pub const DEFAULT_PRELOAD: [&str; 16] = [
     "airflow.sdk.execution_time.execute_workload",
     "airflow.executors.workloads",
     "airflow.executors.base_executor",
@@ -31,6 +34,16 @@ pub const DEFAULT_PRELOAD: [&str; 9] = [
     "airflow.dag_processing.dagbag",
     // The API client's SSL context: ~0.1 s per task if every fork built it.
     "warm:airflow-api-client",
+    // Imported by every task's supervisor or runner otherwise (~25 ms).
+    "setproctitle",
+    "encodings.idna",
+    "jinja2.ext",
+    "airflow.sdk.definitions.connection",
+    // The operators most DAGs use (the standard provider ships with Airflow 3).
+    "?airflow.providers.standard.operators.bash",
+    "?airflow.providers.standard.operators.python",
+    // `execute_workload`'s logging set-up, cached (~16 ms per task).
+    "warm:airflow-task-logging",
 ];
 
 /// Variables besides `AIRFLOW_*` that task processes get from the worker's
@@ -94,6 +107,8 @@ pub struct AirflowFlags {
     pub python: Option<PathBuf>,
     pub warm_pool: Option<usize>,
     pub preload: Option<Vec<String>>,
+    /// Appended to `preload` (or the default).
+    pub preload_extra: Vec<String>,
     pub log_server_port: Option<u16>,
     pub skip_serve_logs: bool,
 }
@@ -139,7 +154,10 @@ impl AirflowSettings {
             warm_pool: flags.warm_pool.unwrap_or(0),
             preload: flags
                 .preload
-                .unwrap_or_else(|| DEFAULT_PRELOAD.iter().map(|m| (*m).to_owned()).collect()),
+                .unwrap_or_else(|| DEFAULT_PRELOAD.iter().map(|m| (*m).to_owned()).collect())
+                .into_iter()
+                .chain(flags.preload_extra)
+                .collect(),
             log_server: (!flags.skip_serve_logs).then_some(LogServerSettings {
                 port,
                 secret,
