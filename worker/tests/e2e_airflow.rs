@@ -168,12 +168,19 @@ async fn airflow_on_rabbitmq() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement for bench/airflow.md, run by hand"]
 async fn bench_celeriac_vs_python_worker() {
-    use e2e_support::bench::{latency, tree_memory};
+    use e2e_support::bench::{cpu, latency, machine_cpu, tree_cpu, tree_memory};
     use serde_json::json;
     let stack = Stack::start(BrokerKind::Redis, ResultTable::CreatedByAirflowCelery, &[])
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
     let mut report = Vec::new();
+    // CELERIAC_BENCH_ONLY=c2 skips the concurrency-16 memory runs;
+    // CELERIAC_BENCH_RUNS sets the 20-task DAG runs per worker (default 2).
+    let only_c2 = std::env::var("CELERIAC_BENCH_ONLY").is_ok_and(|v| v == "c2");
+    let runs: usize = std::env::var("CELERIAC_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     for python in [false, true] {
         let name = if python {
             "airflow celery worker"
@@ -181,6 +188,9 @@ async fn bench_celeriac_vs_python_worker() {
             "celeriac-worker"
         };
         for concurrency in [2usize, 16] {
+            if only_c2 && concurrency != 2 {
+                continue;
+            }
             let mut w = if python {
                 stack.start_python_worker(concurrency).await
             } else {
@@ -206,7 +216,9 @@ async fn bench_celeriac_vs_python_worker() {
                 pss / 1024
             ));
             if concurrency == 2 {
-                for i in 1..=2 {
+                for i in 1..=runs {
+                    let pid = w.proc.pid();
+                    let (cpu0, own0, all0) = (tree_cpu(pid), cpu(pid, false), machine_cpu());
                     let run = stack
                         .trigger("celeriac_e2e_parallel", json!({}))
                         .await
@@ -222,8 +234,10 @@ async fn bench_celeriac_vs_python_worker() {
                         .await
                         .unwrap()
                         .unwrap_or(f64::NAN);
+                    let tree = tree_cpu(pid) - cpu0;
+                    let (own, all) = (cpu(pid, false) - own0, machine_cpu() - all0);
                     report.push(format!(
-                        "{name} c=2 20 parallel #{i}: {}; DAG run {total:.1}s; {}",
+                        "{name} c=2 20 parallel #{i}: {}; DAG run {total:.1}s; CPU worker tree {tree:.1}s (main process {own:.2}s), machine {all:.1}s; {}",
                         latency(&out),
                         out.state
                     ));

@@ -7,8 +7,70 @@ use std::fs;
 
 use super::metadb::RunOutcome;
 
+/// Linux's fixed `USER_HZ`: the unit of the times in `/proc/<pid>/stat`.
+const USER_HZ: f64 = 100.0;
+
 /// `(rss_kib, pss_kib, processes)` summed over `root` and its descendants.
 pub fn tree_memory(root: i32) -> (u64, u64, usize) {
+    let (mut rss, mut pss, mut n) = (0, 0, 0);
+    for pid in tree(root) {
+        rss += field_kib(&format!("/proc/{pid}/status"), "VmRSS:");
+        pss += field_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:");
+        n += 1;
+    }
+    (rss, pss, n)
+}
+
+/// CPU seconds (user + system) used so far by `root`'s tree: each live
+/// process's own time plus that of its children already reaped (task
+/// processes that ended count in their parent's `cutime`/`cstime`).
+pub fn tree_cpu(root: i32) -> f64 {
+    tree(root).into_iter().map(|pid| cpu(pid, true)).sum()
+}
+
+/// CPU seconds of `pid` itself (`with_reaped`: plus its reaped children).
+pub fn cpu(pid: i32, with_reaped: bool) -> f64 {
+    let ticks = || -> Option<u64> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+        // utime, stime, cutime, cstime: fields 14-17 of stat(5), 12-15 after the name.
+        let n = if with_reaped { 4 } else { 2 };
+        Some(
+            fields
+                .get(11..11 + n)?
+                .iter()
+                .filter_map(|f| f.parse::<u64>().ok())
+                .sum(),
+        )
+    };
+    ticks().unwrap_or(0) as f64 / USER_HZ
+}
+
+/// Busy CPU seconds of the whole machine so far (every process: the
+/// Airflow api-server and scheduler too), from the first line of /proc/stat.
+pub fn machine_cpu() -> f64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: busy = all but idle, iowait.
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    busy as f64 / USER_HZ
+}
+
+/// `root` and all its descendants.
+fn tree(root: i32) -> Vec<i32> {
     let mut children: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
     for pid in all_pids() {
         if let Some(ppid) = ppid(pid) {
@@ -16,14 +78,12 @@ pub fn tree_memory(root: i32) -> (u64, u64, usize) {
         }
     }
     let mut stack = vec![root];
-    let (mut rss, mut pss, mut n) = (0, 0, 0);
+    let mut out = Vec::new();
     while let Some(pid) = stack.pop() {
-        rss += field_kib(&format!("/proc/{pid}/status"), "VmRSS:");
-        pss += field_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:");
-        n += 1;
+        out.push(pid);
         stack.extend(children.get(&pid).cloned().unwrap_or_default());
     }
-    (rss, pss, n)
+    out
 }
 
 fn all_pids() -> Vec<i32> {

@@ -69,5 +69,11 @@ pub fn airflow_env(
             "30".into(),
         ),
     ];
-    vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    let mut m: BTreeMap<String, String> =
+        vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    // Diagnostics (bench/import_trace): a PYTHONPATH for every process.
+    if let Ok(p) = std::env::var("CELERIAC_E2E_PYTHONPATH") {
+        m.insert("PYTHONPATH".into(), p);
+    }
+    m
 }
