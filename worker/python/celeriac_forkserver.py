@@ -15,6 +15,12 @@ Protocol, one connection per task:
                     child ended (negative code = killed by that signal)
 The server exits when its stdin is closed (the worker is gone). Children
 already running are left to finish, as the process runtime leaves them.
+
+The server keeps one child forked ahead (the spare), waiting on a socket
+pair: a task is handed to it with its fds, and the next spare is forked
+after the reply. Forking a ~150 MB Python takes ~5 ms and the child's first
+steps as much again; the spare takes both off the task's start (measured:
+bench/airflow.md).
 """
 
 import gc
@@ -79,9 +85,12 @@ def preload(entries):
             print(f"preload {name} failed: {exc!r}", file=sys.stderr, flush=True)
 
 
-def read_request(conn):
-    conn.settimeout(10)
+def read_request(conn, timeout=10):
+    """One request line and its fds; `None` if the peer closed first."""
+    conn.settimeout(timeout)
     data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 4)
+    if not data:
+        return None, fds
     while not data.endswith(b"\n"):
         more = conn.recv(1 << 16)
         if not more:
@@ -91,20 +100,25 @@ def read_request(conn):
     return json.loads(data), fds
 
 
-def run_child(req, fds, inherited):
-    """In the forked child: never returns. `inherited` are the server's own
-    fds (listener, wake-up pipe, other tasks' connections): closed here."""
+def become_task_process(inherited):
+    """First steps of a forked child: its own process group, default signal
+    handling, none of the server's fds (`inherited`: listener, wake-up pipe,
+    other tasks' connections, the spare's socket)."""
+    os.setpgid(0, 0)
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    for fd in inherited:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def run_child(req, fds):
+    """In the forked child, after `become_task_process`: never returns."""
     code = 1
     try:
-        os.setpgid(0, 0)
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_DFL)
-        for fd in inherited:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(fds[0], 1)
@@ -176,53 +190,114 @@ def main():
     sel.register(wakeup_r, selectors.EVENT_READ, "child")
     sel.register(sys.stdin, selectors.EVENT_READ, "stdin")
     children = {}
+    spare = Spare()
+    spare.fork(own, children)
     print(f"ready {time.monotonic() - started:.3f}", flush=True)
     while True:
         for key, _ in sel.select():
             if key.data == "stdin":
                 if not os.read(sys.stdin.fileno(), 4096):
                     os.unlink(path)
-                    return
+                    return  # the spare reads EOF and exits
             elif key.data == "child":
                 os.read(wakeup_r, 4096)
-                reap(children)
+                reap(children, spare)
             else:
-                accept(listener, children, own)
-        reap(children)
+                accept(listener, children, own, spare)
+        reap(children, spare)
 
 
-def accept(listener, children, own):
-    conn, _ = listener.accept()
-    try:
-        req, fds = read_request(conn)
-    except Exception as exc:  # noqa: BLE001 - a bad request fails that task only
-        send_line(conn, {"error": f"bad request: {exc!r}"})
-        conn.close()
-        return
+class Spare:
+    """The child forked ahead of the next task, and the socket it waits on."""
+
+    def __init__(self):
+        self.pid = None
+        self.sock = None
+
+    def fork(self, own, children):
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = fork_task_process(own + [parent_end.fileno()], children)
+        if pid == 0:
+            try:
+                req, fds = read_request(child_end, timeout=None)
+            except Exception:  # noqa: BLE001 - the server is gone or broke the request
+                os._exit(1)
+            if req is None:
+                os._exit(0)  # the server stopped: no task for this spare
+            child_end.close()
+            run_child(req, fds)
+        child_end.close()
+        self.pid, self.sock = pid, parent_end
+
+    def hand_over(self, req, fds):
+        """Give the task to the spare: its pid, or None if it is gone."""
+        pid, sock = self.pid, self.sock
+        self.pid = self.sock = None
+        if pid is None:
+            return None
+        try:
+            data = json.dumps(req).encode() + b"\n"
+            sent = socket.send_fds(sock, [data], fds)
+            sock.sendall(data[sent:])
+            return pid
+        except OSError:
+            return None  # it died (killed, or out of memory): fork instead
+        finally:
+            sock.close()
+
+    def died(self, pid):
+        if pid == self.pid:
+            self.sock.close()
+            self.pid = self.sock = None
+
+
+def fork_task_process(inherited, children):
+    """fork(); in the child, `become_task_process` has run and 0 is returned."""
     sys.stdout.flush()
     sys.stderr.flush()
+    inherited = inherited + [c.fileno() for c in children.values()]
     pid = os.fork()
     if pid == 0:
-        conn.close()
-        run_child(req, fds, own + [c.fileno() for c in children.values()])
+        become_task_process(inherited)
+        return 0
     try:
         os.setpgid(pid, pid)  # also here: no race with a signal sent right away
     except OSError:
         pass  # it already exec'd or exited; its own setpgid ran
+    return pid
+
+
+def accept(listener, children, own, spare):
+    conn, _ = listener.accept()
+    try:
+        req, fds = read_request(conn)
+        if req is None:
+            raise ValueError("empty request")
+    except Exception as exc:  # noqa: BLE001 - a bad request fails that task only
+        send_line(conn, {"error": f"bad request: {exc!r}"})
+        conn.close()
+        return
+    pid = spare.hand_over(req, fds)
+    if pid is None:
+        pid = fork_task_process(own + [conn.fileno()], children)
+        if pid == 0:
+            run_child(req, fds)
     for fd in fds:
         os.close(fd)
     children[pid] = conn
     send_line(conn, {"pid": pid})
+    spare.fork(own, children)
 
 
-def reap(children):
-    while children:
+def reap(children, spare):
+    while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        spare.died(pid)
         conn = children.pop(pid, None)
         if conn is not None:
             send_line(conn, {"exit": os.waitstatus_to_exitcode(status)})

@@ -207,3 +207,78 @@ async fn preload_output_before_ready_is_not_mistaken_for_the_ready_line() {
     std::fs::write(home.path().join(release), b"").unwrap();
     assert_eq!(unit.wait().await.unwrap().code, Some(0));
 }
+
+/// `(pid, ppid)` of every process, from /proc.
+fn processes() -> Vec<(i32, i32)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid = stat
+                .rsplit_once(") ")?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((pid, ppid))
+        })
+        .collect()
+}
+
+/// The fork server's children that are not running `busy`: its spare.
+fn spares(busy: &[i32]) -> Vec<i32> {
+    let all = processes();
+    let me = i32::try_from(std::process::id()).unwrap();
+    let servers: Vec<i32> = all.iter().filter(|p| p.1 == me).map(|p| p.0).collect();
+    all.iter()
+        .filter(|p| servers.contains(&p.1) && !busy.contains(&p.0))
+        .map(|p| p.0)
+        .collect()
+}
+
+async fn spare_appears(busy: &[i32]) -> i32 {
+    for _ in 0..100 {
+        if let [one] = spares(busy)[..] {
+            return one;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no single spare process: {:?}", spares(busy));
+}
+
+/// The server forks each task's process ahead of it; a task runs in that
+/// spare, and when the spare was killed the task is forked as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_run_in_the_spare_forked_ahead_and_survive_its_loss() {
+    let home = tempfile::tempdir().unwrap();
+    let rt = warm_runtime(home.path()).await;
+    let spare = spare_appears(&[]).await;
+    let (a, _) = spec(home.path(), "sleep_a");
+    let (mut ua, _rxa, sa, _) = start(&rt, &a).await;
+    assert_eq!(sa["pid"], spare, "the task ran in the spare");
+    assert_eq!(sa["pid"], sa["pgid"], "own process group: {sa}");
+    let a_pid = i32::try_from(sa["pid"].as_i64().unwrap()).unwrap();
+
+    // The next spare, killed before its task comes: the task still runs.
+    let next = spare_appears(&[a_pid]).await;
+    assert_ne!(next, spare);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(next),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (f, _) = spec(home.path(), "fail");
+    let (mut uf, _rxf, sf, _) = start(&rt, &f).await;
+    assert_ne!(sf["pid"], next, "a fresh fork, not the dead spare");
+    assert_eq!(uf.wait().await.unwrap().code, Some(1), "its exit code");
+    spare_appears(&[a_pid]).await;
+
+    ua.signal(nix::sys::signal::Signal::SIGKILL as i32)
+        .await
+        .unwrap();
+    let exit = ua.wait().await.unwrap();
+    assert_eq!(exit.signal, Some(9), "{exit:?}");
+}
