@@ -235,13 +235,21 @@ class Spare:
         self.pid = self.sock = None
         if pid is None:
             return None
+        data = json.dumps(req).encode() + b"\n"
         try:
-            data = json.dumps(req).encode() + b"\n"
-            sent = socket.send_fds(sock, [data], fds)
-            sock.sendall(data[sent:])
+            try:
+                sent = socket.send_fds(sock, [data], fds)
+            except OSError:
+                return None  # it died (killed, out of memory): nothing handed over, fork
+            # From here on the task is the spare's: never fork it a second time.
+            # (The spare closes its end once it read the line, so sending
+            # nothing more could fail with EPIPE.)
+            if sent < len(data):
+                try:
+                    sock.sendall(data[sent:])
+                except OSError:
+                    pass  # it died mid-request: its exit is the task's
             return pid
-        except OSError:
-            return None  # it died (killed, or out of memory): fork instead
         finally:
             sock.close()
 

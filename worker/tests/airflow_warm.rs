@@ -282,3 +282,40 @@ async fn tasks_run_in_the_spare_forked_ahead_and_survive_its_loss() {
     let exit = ua.wait().await.unwrap();
     assert_eq!(exit.signal, Some(9), "{exit:?}");
 }
+
+/// Tasks started at the same moment each run exactly once, in their own
+/// process: the handover to the spare and the fork that replaces it never
+/// both run one task (they once did, when the spare closed its socket
+/// before the server's last, empty send).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_started_together_each_run_exactly_once() {
+    let home = tempfile::tempdir().unwrap();
+    let rt = warm_runtime(home.path()).await;
+    for round in 0..15 {
+        let specs: Vec<TaskSpec> = (0..3)
+            .map(|i| spec(home.path(), &format!("ok_{round}_{i}")).0)
+            .collect();
+        let runs = futures::future::join_all(specs.iter().map(|s| async {
+            let (tx, mut rx) = mpsc::channel(64);
+            let mut unit = rt.start(s, tx).await.unwrap();
+            let exit = unit.wait().await.unwrap();
+            let mut starts = Vec::new();
+            while let Ok(Some(l)) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                if l.line.contains("fake started") {
+                    starts.push(l.line);
+                }
+            }
+            (exit.code, starts)
+        }))
+        .await;
+        for (code, starts) in runs {
+            assert_eq!(code, Some(0));
+            assert_eq!(
+                starts.len(),
+                1,
+                "round {round}: ran {} times: {starts:?}",
+                starts.len()
+            );
+        }
+    }
+}
