@@ -43,6 +43,45 @@ def warm_airflow_api_client():
     from airflow.sdk.api import client
 
     client.Client._get_ssl_context_cached(client.API_SSL_CA_FILE_PATH, client.API_SSL_CERT_PATH)
+    warm_http_round_trip(client.Client)
+
+
+def warm_http_round_trip(client_class):
+    """One request through the Task SDK's client to a throwaway local
+    server: the first request of a process costs 8-13 ms more than the next
+    ones (httpx, h11 and the client's lazily built state), and every task's
+    supervisor would pay it again as its first, critical request (`/run`).
+    A prefork pool process pays it once. The server's thread is gone before
+    anything forks."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"{}"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args):
+            pass
+
+    with HTTPServer(("127.0.0.1", 0), Ok) as httpd:
+        thread = threading.Thread(target=httpd.handle_request, daemon=True)
+        thread.start()
+        try:
+            port = httpd.server_address[1]
+            base_url = f"http://127.0.0.1:{port}/execution/"
+            # No proxy from the environment for this local request, and httpx's own
+            # request (not the client's retrying one): a failure costs no retries.
+            with client_class(base_url=base_url, token="warm-up", trust_env=False) as c:
+                import httpx
+
+                httpx.Client.request(c, "GET", "warm-up", timeout=5)
+        finally:
+            thread.join(timeout=5)
 
 
 def warm_airflow_task_logging():
