@@ -116,29 +116,57 @@ fn field_kib(path: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// `min / median / max` of queued→running over the run's TIs, and the span.
-pub fn latency(out: &RunOutcome) -> String {
-    let mut v: Vec<f64> = out
-        .tis
-        .iter()
-        .filter_map(|t| t.queued_to_running())
-        .collect();
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return "no timings".into();
+/// One run of the 20-task DAG: per-TI queued→running (min, median, max) and
+/// start→end (median), the span (first queued → last end), the DAG run's
+/// total, and the CPU seconds it cost.
+pub struct RunNumbers {
+    pub q_run_min: f64,
+    pub q_run_median: f64,
+    pub running_median: f64,
+    pub span: f64,
+    pub dag_run: f64,
+    pub tree_cpu: f64,
+    pub line: String,
+}
+
+impl RunNumbers {
+    pub fn new(out: &RunOutcome, dag_run: f64, tree_cpu: f64, own_cpu: f64, machine: f64) -> Self {
+        let mut q: Vec<f64> = out
+            .tis
+            .iter()
+            .filter_map(|t| t.queued_to_running())
+            .collect();
+        q.sort_by(f64::total_cmp);
+        let running = median(
+            out.tis
+                .iter()
+                .filter_map(|t| Some((t.end? - t.start?).num_milliseconds() as f64 / 1000.0))
+                .collect(),
+        );
+        let span = super::checks::span(out);
+        let (q_min, q_max) = (
+            q.first().copied().unwrap_or(f64::NAN),
+            q.last().copied().unwrap_or(f64::NAN),
+        );
+        let q_median = median(q);
+        let line = format!(
+            "q→run min {q_min:.3}s median {q_median:.2}s max {q_max:.2}s; running (start→end) median {running:.3}s; span {span:.1}s; DAG run {dag_run:.1}s; CPU worker tree {tree_cpu:.2}s (main process {own_cpu:.2}s), machine {machine:.1}s; {}",
+            out.state
+        );
+        RunNumbers {
+            q_run_min: q_min,
+            q_run_median: q_median,
+            running_median: running,
+            span,
+            dag_run,
+            tree_cpu,
+            line,
+        }
     }
-    let mut run: Vec<f64> = out
-        .tis
-        .iter()
-        .filter_map(|t| Some((t.end? - t.start?).num_milliseconds() as f64 / 1000.0))
-        .collect();
-    run.sort_by(f64::total_cmp);
-    format!(
-        "q→run min {:.2}s median {:.2}s max {:.2}s; running (start→end) median {:.2}s; span {:.1}s",
-        v[0],
-        v[v.len() / 2],
-        v[v.len() - 1],
-        run.get(run.len() / 2).copied().unwrap_or(f64::NAN),
-        super::checks::span(out),
-    )
+}
+
+/// The middle value (NaN for none).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
