@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 
-use super::metadb::RunOutcome;
+use super::metadb::{RunOutcome, Ti};
 
 /// Linux's fixed `USER_HZ`: the unit of the times in `/proc/<pid>/stat`.
 const USER_HZ: f64 = 100.0;
@@ -131,18 +131,8 @@ pub struct RunNumbers {
 
 impl RunNumbers {
     pub fn new(out: &RunOutcome, dag_run: f64, tree_cpu: f64, own_cpu: f64, machine: f64) -> Self {
-        let mut q: Vec<f64> = out
-            .tis
-            .iter()
-            .filter_map(|t| t.queued_to_running())
-            .collect();
-        q.sort_by(f64::total_cmp);
-        let running = median(
-            out.tis
-                .iter()
-                .filter_map(|t| Some((t.end? - t.start?).num_milliseconds() as f64 / 1000.0))
-                .collect(),
-        );
+        let q = out.queued_to_running();
+        let running = median(out.tis.iter().filter_map(Ti::running).collect());
         let span = super::checks::span(out);
         let (q_min, q_max) = (
             q.first().copied().unwrap_or(f64::NAN),

@@ -84,12 +84,7 @@ pub async fn results_terminal(
 }
 
 fn q_to_run(out: &RunOutcome) -> String {
-    let mut v: Vec<f64> = out
-        .tis
-        .iter()
-        .filter_map(|t| t.queued_to_running())
-        .collect();
-    v.sort_by(f64::total_cmp);
+    let v = out.queued_to_running();
     match (v.first(), v.last()) {
         (Some(min), Some(max)) => format!("q→run min {min:.2}s max {max:.2}s"),
         _ => "q→run n/a".into(),

@@ -26,6 +26,11 @@ impl Ti {
     pub fn queued_to_running(&self) -> Option<f64> {
         Some((self.start? - self.queued?).num_milliseconds() as f64 / 1000.0)
     }
+
+    /// running (`end_date − start_date`), seconds.
+    pub fn running(&self) -> Option<f64> {
+        Some((self.end? - self.start?).num_milliseconds() as f64 / 1000.0)
+    }
 }
 
 pub struct MetaDb {
@@ -199,6 +204,13 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
+    /// queued → running of every TI that ran, ascending.
+    pub fn queued_to_running(&self) -> Vec<f64> {
+        let mut v: Vec<f64> = self.tis.iter().filter_map(Ti::queued_to_running).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
     pub fn ti(&self, task_id: &str) -> Option<&Ti> {
         self.tis.iter().find(|t| t.task_id == task_id)
     }
