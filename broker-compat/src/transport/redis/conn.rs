@@ -14,6 +14,9 @@ use crate::Result;
 
 use super::source::Source;
 
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const SHARED_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Owns the current connection (if any) for all clones of a transport.
 pub(crate) struct Connector {
     source: Source,
@@ -34,13 +37,7 @@ impl Connector {
         let mc = match current.as_ref() {
             Some(mc) => mc.clone(),
             None => {
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(5)))
-                    .set_response_timeout(Some(Duration::from_secs(30)));
-                let client = self.source.client().await?;
-                let mc = client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
+                let mc = self.open(SHARED_RESPONSE_TIMEOUT).await?;
                 *current = Some(mc.clone());
                 mc
             }
@@ -49,6 +46,18 @@ impl Connector {
             mc,
             connector: self.clone(),
         })
+    }
+
+    /// A new connection, resolved like the shared one, whose replies may take
+    /// up to `response_timeout` (a blocking command needs longer than 30 s).
+    pub(crate) async fn open(&self, response_timeout: Duration) -> Result<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(response_timeout));
+        let client = self.source.client().await?;
+        Ok(client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
     }
 
     /// A client for a dedicated connection (pub/sub), resolved like ours.

@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -148,17 +147,7 @@ impl Doorbell {
     async fn block(&self, conn: &mut Option<MultiplexedConnection>, list: &str) -> Result<bool> {
         let c = match conn {
             Some(c) => c,
-            None => {
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(5)))
-                    .set_response_timeout(Some(BLOCK * 2));
-                let client = self.inner.client().await?;
-                conn.insert(
-                    client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await?,
-                )
-            }
+            None => conn.insert(self.inner.connector.open(BLOCK * 2).await?),
         };
         let moved: Option<Vec<u8>> = redis::cmd("BLMOVE")
             .arg(list)
