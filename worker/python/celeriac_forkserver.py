@@ -125,18 +125,16 @@ def preload(entries):
 
 
 def read_request(conn, timeout=10):
-    """One request line and its fds; `None` if the peer closed first."""
+    """One request line, as sent, and its fds; empty if the peer closed first."""
     conn.settimeout(timeout)
     data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 4)
-    if not data:
-        return None, fds
-    while not data.endswith(b"\n"):
+    while data and not data.endswith(b"\n"):
         more = conn.recv(1 << 16)
         if not more:
             break
         data += more
     conn.settimeout(None)
-    return json.loads(data), fds
+    return data, fds
 
 
 def become_task_process(inherited):
@@ -258,23 +256,24 @@ class Spare:
         pid = fork_task_process(own + [parent_end.fileno()], children)
         if pid == 0:
             try:
-                req, fds = read_request(child_end, timeout=None)
+                data, fds = read_request(child_end, timeout=None)
+                if not data:
+                    os._exit(0)  # the server stopped: no task for this spare
+                req = json.loads(data)
             except Exception:  # noqa: BLE001 - the server is gone or broke the request
                 os._exit(1)
-            if req is None:
-                os._exit(0)  # the server stopped: no task for this spare
             child_end.close()
             run_child(req, fds)
         child_end.close()
         self.pid, self.sock = pid, parent_end
 
-    def hand_over(self, req, fds):
-        """Give the task to the spare: its pid, or None if it is gone."""
+    def hand_over(self, data, fds):
+        """Give the task (its request line as received) to the spare: its
+        pid, or None if it is gone."""
         pid, sock = self.pid, self.sock
         self.pid = self.sock = None
         if pid is None:
             return None
-        data = json.dumps(req).encode() + b"\n"
         try:
             try:
                 sent = socket.send_fds(sock, [data], fds)
@@ -317,14 +316,13 @@ def fork_task_process(inherited, children):
 def accept(listener, children, own, spare):
     conn, _ = listener.accept()
     try:
-        req, fds = read_request(conn)
-        if req is None:
-            raise ValueError("empty request")
+        data, fds = read_request(conn)
+        req = json.loads(data)  # checked here: a bad request is answered, not forked
     except Exception as exc:  # noqa: BLE001 - a bad request fails that task only
         send_line(conn, {"error": f"bad request: {exc!r}"})
         conn.close()
         return
-    pid = spare.hand_over(req, fds)
+    pid = spare.hand_over(data, fds)
     if pid is None:
         pid = fork_task_process(own + [conn.fileno()], children)
         if pid == 0:
