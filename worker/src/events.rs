@@ -37,7 +37,6 @@ impl Events {
         Events { dispatcher, state }
     }
 
-    /// A task event, if task events are enabled.
     /// Send a task event; `make` runs only when events are on (`-E`), so a
     /// worker without events does not build them.
     pub async fn task(&self, make: impl FnOnce() -> Event) {
