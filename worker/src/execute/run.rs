@@ -81,28 +81,20 @@ impl Executor {
                 }
             }
         };
+        let task = async {
+            let outcome = match &req.kind {
+                TaskKind::Builtin(b) => self.run_builtin(*b, req, term_rx).await,
+                TaskKind::Profile { .. } => self.run_profile(req, self.limits(req), term_rx).await,
+                TaskKind::Airflow(a) => self.run_airflow(req, a, self.limits(req), term_rx).await,
+            };
+            drop(slot);
+            outcome
+        };
         // STARTED is stored while the task starts, not before: a database
         // backend's commit took ~10 ms of every Airflow task's queued→running.
         // It is stored before the result all the same: `execute` returns, and
-        // the result is stored, only once both are done.
-        let run = async {
-            let task = async {
-                let outcome = match &req.kind {
-                    TaskKind::Builtin(b) => self.run_builtin(*b, req, term_rx).await,
-                    TaskKind::Profile { .. } => {
-                        self.run_profile(req, self.limits(req), term_rx).await
-                    }
-                    TaskKind::Airflow(a) => {
-                        self.run_airflow(req, a, self.limits(req), term_rx).await
-                    }
-                };
-                drop(slot);
-                outcome
-            };
-            let ((), outcome) = tokio::join!(biased; self.announce_started(req), task);
-            outcome
-        };
-        let ((), outcome) = tokio::join!(biased; early_ack, run);
+        // the result is stored, only once all three are done.
+        let ((), (), outcome) = tokio::join!(biased; early_ack, self.announce_started(req), task);
         self.state.tasks().active.remove(req.id());
         self.metrics.tasks_active.dec();
         self.metrics
